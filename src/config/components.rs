@@ -1,0 +1,236 @@
+//! Which component types exist, under which names (old and new spellings), which signals
+//! they carry, and the typed settings of each.
+
+use super::ComponentId;
+use super::error::{ConfigError, Loc, closest};
+use super::node::{self, Node};
+use crate::exporters::debug::DebugExporterConfig;
+use crate::exporters::file::FileExporterConfig;
+use crate::exporters::otlp::OtlpExporterConfig;
+use crate::exporters::otlphttp::OtlpHttpExporterConfig;
+use crate::otlp::Signal;
+use crate::processors::batch::BatchConfig;
+use crate::processors::memory_limiter::MemoryLimiterConfig;
+use crate::receivers::otlp::config::OtlpReceiverConfig;
+use crate::telemetry::health::HealthCheckConfig;
+
+const ALL: &[Signal] = &Signal::ALL;
+
+#[derive(Clone, Debug)]
+pub enum ReceiverConfig {
+    Otlp(OtlpReceiverConfig),
+}
+
+impl ReceiverConfig {
+    pub fn signals(&self) -> &'static [Signal] {
+        match self {
+            ReceiverConfig::Otlp(_) => ALL,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum ProcessorConfig {
+    Batch(BatchConfig),
+    MemoryLimiter(MemoryLimiterConfig),
+}
+
+impl ProcessorConfig {
+    pub fn signals(&self) -> &'static [Signal] {
+        ALL
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum ExporterConfig {
+    Otlp(OtlpExporterConfig),
+    OtlpHttp(OtlpHttpExporterConfig),
+    File(FileExporterConfig),
+    Debug(DebugExporterConfig),
+}
+
+impl ExporterConfig {
+    pub fn signals(&self) -> &'static [Signal] {
+        ALL
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum ExtensionConfig {
+    HealthCheck(HealthCheckConfig),
+}
+
+/// Types the collector has that sluice does not yet: named so the error says "not supported
+/// yet" rather than "unknown".
+const PLANNED_RECEIVERS: &[&str] = &["prometheus", "filelog", "file_log", "hostmetrics", "kafka"];
+const PLANNED_PROCESSORS: &[&str] = &[
+    "tail_sampling",
+    "probabilistic_sampler",
+    "attributes",
+    "cardinality",
+    "resource",
+    "filter",
+    "transform",
+    "k8sattributes",
+    "k8s_attributes",
+    "resourcedetection",
+    "resource_detection",
+    "groupbytrace",
+];
+const PLANNED_EXPORTERS: &[&str] = &[
+    "prometheusremotewrite",
+    "prometheus_remote_write",
+    "loadbalancing",
+    "load_balancing",
+    "prometheus",
+    "kafka",
+];
+const PLANNED_EXTENSIONS: &[&str] = &[
+    "file_storage",
+    "pprof",
+    "zpages",
+    "bearertokenauth",
+    "basicauth",
+];
+
+fn unknown_type(
+    role: &str,
+    id: &ComponentId,
+    path: &str,
+    loc: &Loc,
+    supported: &[&str],
+    planned: &[&str],
+) -> ConfigError {
+    if planned.contains(&id.kind.as_str()) {
+        return ConfigError::at(loc, path, format!("`{}` is not supported yet", id.kind));
+    }
+    let hint = match closest(&id.kind, supported) {
+        Some(c) => format!("; did you mean `{c}`?"),
+        None => String::new(),
+    };
+    ConfigError::at(
+        loc,
+        path,
+        format!(
+            "unknown {role} type `{}`{hint} (supported: {})",
+            id.kind,
+            supported.join(", ")
+        ),
+    )
+}
+
+pub fn parse_receiver(
+    id: &ComponentId,
+    body: &Node,
+    path: &str,
+    loc: &Loc,
+) -> Result<ReceiverConfig, ConfigError> {
+    match id.kind.as_str() {
+        "otlp" => {
+            let config: OtlpReceiverConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ReceiverConfig::Otlp(config))
+        }
+        _ => Err(unknown_type(
+            "receiver",
+            id,
+            path,
+            loc,
+            &["otlp"],
+            PLANNED_RECEIVERS,
+        )),
+    }
+}
+
+pub fn parse_processor(
+    id: &ComponentId,
+    body: &Node,
+    path: &str,
+    loc: &Loc,
+) -> Result<ProcessorConfig, ConfigError> {
+    match id.kind.as_str() {
+        "batch" => {
+            let config: BatchConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ProcessorConfig::Batch(config))
+        }
+        "memory_limiter" => {
+            let config: MemoryLimiterConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ProcessorConfig::MemoryLimiter(config))
+        }
+        _ => Err(unknown_type(
+            "processor",
+            id,
+            path,
+            loc,
+            &["batch", "memory_limiter"],
+            PLANNED_PROCESSORS,
+        )),
+    }
+}
+
+pub fn parse_exporter(
+    id: &ComponentId,
+    body: &Node,
+    path: &str,
+    loc: &Loc,
+) -> Result<ExporterConfig, ConfigError> {
+    let config = match id.kind.as_str() {
+        // `otlp_grpc` and `otlp_http` are the collector's names since v0.144; the old ones stay.
+        "otlp" | "otlp_grpc" => ExporterConfig::Otlp(node::from_node(body, path)?),
+        "otlphttp" | "otlp_http" => ExporterConfig::OtlpHttp(node::from_node(body, path)?),
+        "file" => ExporterConfig::File(node::from_node(body, path)?),
+        "debug" => ExporterConfig::Debug(node::from_node(body, path)?),
+        _ => {
+            return Err(unknown_type(
+                "exporter",
+                id,
+                path,
+                loc,
+                &[
+                    "otlp",
+                    "otlp_grpc",
+                    "otlphttp",
+                    "otlp_http",
+                    "file",
+                    "debug",
+                ],
+                PLANNED_EXPORTERS,
+            ));
+        }
+    };
+    let checked = match &config {
+        ExporterConfig::Otlp(c) => c.validate(),
+        ExporterConfig::OtlpHttp(c) => c.validate(),
+        ExporterConfig::File(c) => c.validate(),
+        ExporterConfig::Debug(_) => Ok(()),
+    };
+    checked.map_err(|e| ConfigError::at(loc, path, e))?;
+    Ok(config)
+}
+
+pub fn parse_extension(
+    id: &ComponentId,
+    body: &Node,
+    path: &str,
+    loc: &Loc,
+) -> Result<ExtensionConfig, ConfigError> {
+    match id.kind.as_str() {
+        "health_check" => Ok(ExtensionConfig::HealthCheck(node::from_node(body, path)?)),
+        _ => Err(unknown_type(
+            "extension",
+            id,
+            path,
+            loc,
+            &["health_check"],
+            PLANNED_EXTENSIONS,
+        )),
+    }
+}

@@ -1,0 +1,11 @@
+//! Sluice: a telemetry agent that runs OpenTelemetry Collector configs with less CPU and memory.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod exporters;
+pub mod loadgen;
+pub mod otlp;
+pub mod pipeline;
+pub mod processors;
+pub mod receivers;
+pub mod telemetry;

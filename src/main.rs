@@ -1,0 +1,169 @@
+//! The `sluice` command: run the agent, validate a config, or generate OTLP load.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use sluice::config::Config;
+use sluice::pipeline::Service;
+use sluice::telemetry::{Registry, logging};
+
+const USAGE: &str = "\
+sluice — a telemetry agent that runs OpenTelemetry Collector configs
+
+USAGE:
+    sluice [--config FILE]...            run the agent (embedded default config without --config)
+    sluice validate [--config FILE]...   load and validate the config, print the pipeline graph
+    sluice loadgen [OPTIONS]             send generated OTLP data (sluice loadgen --help)
+    sluice --version | --help
+
+Several --config files are merged in order; later files win, as in the collector.
+Exit codes: 0 ok, 64 bad configuration or usage, 1 failure at run time.";
+
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--version" | "-V" | "version") => {
+            println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some("loadgen") => sluice::loadgen::main(&args[1..]),
+        Some("validate") => match config_files(&args[1..]).and_then(|files| load(&files)) {
+            Ok(config) => {
+                print!("{}", config.describe());
+                println!("config is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Some("run") => run(&args[1..]),
+        _ => run(&args),
+    }
+}
+
+fn config_files(args: &[String]) -> Result<Vec<String>, String> {
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if let Some(v) = arg.strip_prefix("--config=") {
+            files.push(v.to_string());
+        } else if arg == "--config" || arg == "-c" {
+            files.push(it.next().ok_or("--config needs a file name")?.clone());
+        } else {
+            return Err(format!("unexpected argument `{arg}`\n\n{USAGE}"));
+        }
+    }
+    Ok(files)
+}
+
+fn load(files: &[String]) -> Result<Config, String> {
+    let loaded = if files.is_empty() {
+        Config::load_default()
+    } else {
+        Config::load_files(files)
+    };
+    loaded.map_err(|e| e.to_string())
+}
+
+fn run(args: &[String]) -> ExitCode {
+    let config = match config_files(args).and_then(|files| load(&files)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    logging::init(
+        &config.service.telemetry.log_level,
+        config.service.telemetry.log_json,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let registry = Registry::default();
+        let service = match Service::start(&config, registry.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot start.");
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            pipelines = config.service.pipelines.len(),
+            "Everything is ready. Begin running and processing data."
+        );
+        let summary = tokio::spawn(log_summaries(registry.clone()));
+        wait_for_signal().await;
+        tracing::info!("Shutdown requested; draining.");
+        service.shutdown().await;
+        summary.abort();
+        log_summary(&registry);
+        tracing::info!("Shutdown complete.");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn log_summaries(registry: Registry) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        log_summary(&registry);
+    }
+}
+
+fn log_summary(registry: &Registry) {
+    let total = |name: &str| -> u64 {
+        ["spans", "metric_points", "log_records"]
+            .iter()
+            .map(|item| registry.value(&name.replace("{}", item), ""))
+            .sum()
+    };
+    tracing::info!(
+        accepted = total("otelcol_receiver_accepted_{}_total"),
+        refused = total("otelcol_receiver_refused_{}_total"),
+        sent = total("otelcol_exporter_sent_{}_total"),
+        failed = total("otelcol_exporter_send_failed_{}_total")
+            + total("otelcol_exporter_enqueue_failed_{}_total"),
+        spans = registry.value("otelcol_receiver_accepted_spans_total", ""),
+        metric_points = registry.value("otelcol_receiver_accepted_metric_points_total", ""),
+        log_records = registry.value("otelcol_receiver_accepted_log_records_total", ""),
+        "Summary (items since start)."
+    );
+}

@@ -1,0 +1,4 @@
+//! Receivers: where data enters. Each is a plain struct started with the consumers of the
+//! pipelines that list it.
+
+pub mod otlp;
