@@ -344,11 +344,14 @@ impl Worker {
         let started = Instant::now();
         let mut interval = self.retry.initial_interval;
         loop {
-            match self
-                .exporter
-                .send(batch.signal, &payload, batch.items)
-                .await
-            {
+            let attempt = tokio::select! {
+                r = self.exporter.send(batch.signal, &payload, batch.items) => r,
+                _ = stopped(abort) => {
+                    self.fail(&batch, "shutdown deadline passed while sending");
+                    return;
+                }
+            };
+            match attempt {
                 Ok(delivered) => {
                     let rejected = delivered.rejected.min(batch.items as u64);
                     metrics.sent.add(batch.items as u64 - rejected);

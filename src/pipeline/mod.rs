@@ -168,7 +168,7 @@ impl Service {
         let _ = tokio::time::timeout_at(deadline.into(), downstream).await;
         let mut exporters = self.exporter_tasks;
         let drained = tokio::time::timeout_at(deadline.into(), async {
-            for t in exporters.iter_mut() {
+            for t in exporters.iter_mut().filter(|t| !t.is_finished()) {
                 let _ = t.await;
             }
         })
@@ -179,7 +179,7 @@ impl Service {
             );
             let _ = self.abort_exports.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                for t in exporters.iter_mut() {
+                for t in exporters.iter_mut().filter(|t| !t.is_finished()) {
                     let _ = t.await;
                 }
             })

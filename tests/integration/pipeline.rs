@@ -1,0 +1,134 @@
+//! In-process pipeline behaviour: fan-out isolation and shutdown accounting.
+
+use std::time::{Duration, Instant};
+
+use sluice::config::Config;
+use sluice::loadgen::{self, Options};
+use sluice::pipeline::Service;
+use sluice::telemetry::Registry;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_exporter_does_not_stall_the_others() {
+    // A backend that accepts connections and never answers.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_port = stuck.local_addr().unwrap().port();
+    let grpc_port = free_port();
+    let dir = temp_dir("fanout");
+    let out = dir.join("out.jsonl");
+    let text = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n\
+exporters:\n  file:\n    path: {}\n  otlp/stuck:\n    endpoint: 127.0.0.1:{stuck_port}\n    tls: {{insecure: true}}\n    timeout: 30s\n    sending_queue: {{queue_size: 2, num_consumers: 1}}\n\
+service:\n  shutdown_timeout: 1s\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [otlp/stuck, file]}}\n  telemetry: {{metrics: {{level: none}}}}\n",
+        out.display()
+    );
+    let config = Config::load_sources(&[("fanout.yaml".into(), text)]).unwrap();
+    let registry = Registry::default();
+    let service = Service::start(&config, registry.clone()).await.unwrap();
+
+    let report = loadgen::run(Options {
+        endpoint: Some(format!("127.0.0.1:{grpc_port}")),
+        count: Some(2000),
+        batch: 100,
+        rate: 0.0,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(report.items_accepted, 2000, "{report}");
+    wait_for(
+        "the file exporter to write everything",
+        Duration::from_secs(10),
+        || registry.value("otelcol_exporter_sent_spans_total", "exporter=\"file\"") == 2000,
+    )
+    .await;
+    let dropped = registry.value("otelcol_exporter_enqueue_failed_spans_total", "otlp/stuck");
+    assert!(
+        dropped >= 1000,
+        "the stuck exporter's full queue should drop and count, got {dropped}"
+    );
+
+    let started = Instant::now();
+    service.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    // Everything the stuck exporter held is accounted for: dropped at enqueue or failed at shutdown.
+    let failed = registry.value("otelcol_exporter_send_failed_spans_total", "otlp/stuck");
+    assert_eq!(
+        dropped + failed,
+        2000,
+        "dropped {dropped} + failed {failed}"
+    );
+    let lines = std::fs::read_to_string(&out).unwrap().lines().count();
+    assert_eq!(lines, 20);
+    drop(stuck);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_receiver_feeds_several_pipelines_and_batches_flush_on_shutdown() {
+    let http_port = free_port();
+    let dir = temp_dir("shared");
+    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let text = format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{http_port}\n\
+processors:\n  batch:\n    send_batch_size: 100000\n    timeout: 1h\n\
+exporters:\n  file/a:\n    path: {}\n  file/b:\n    path: {}\n\
+service:\n  pipelines:\n    logs/a: {{receivers: [otlp], processors: [batch], exporters: [file/a]}}\n    logs/b: {{receivers: [otlp], exporters: [file/b]}}\n  telemetry: {{metrics: {{level: none}}}}\n",
+        a.display(),
+        b.display()
+    );
+    let config = Config::load_sources(&[("shared.yaml".into(), text)]).unwrap();
+    let registry = Registry::default();
+    let service = Service::start(&config, registry.clone()).await.unwrap();
+    let report = loadgen::run(Options {
+        signal: sluice::otlp::Signal::Logs,
+        http: true,
+        endpoint: Some(format!("127.0.0.1:{http_port}")),
+        count: Some(300),
+        batch: 50,
+        rate: 0.0,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(report.items_accepted, 300, "{report}");
+    wait_for("pipeline b", Duration::from_secs(10), || {
+        registry.value("otelcol_exporter_sent_log_records_total", "file/b") == 300
+    })
+    .await;
+    // Pipeline a holds everything in its batch until shutdown flushes it.
+    assert_eq!(
+        registry.value("otelcol_exporter_sent_log_records_total", "file/a"),
+        0
+    );
+    service.shutdown().await;
+    assert_eq!(
+        registry.value("otelcol_exporter_sent_log_records_total", "file/a"),
+        300
+    );
+    assert_eq!(std::fs::read_to_string(&a).unwrap().lines().count(), 1);
+    assert_eq!(std::fs::read_to_string(&b).unwrap().lines().count(), 6);
+}
