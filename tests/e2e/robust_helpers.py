@@ -262,7 +262,8 @@ class GrpcBodySwapProxy:
                     continue  # the client's own body is dropped
                 upstream.sendall(head + payload)
         except OSError as e:
-            self.errors.append(f"client->server: {e}")
+            if not self._stopping:
+                self.errors.append(f"client->server: {e}")
         finally:
             for s in (client, upstream):
                 try:
@@ -329,7 +330,8 @@ class GrpcBodySwapProxy:
                     state.cond.notify_all()
                 client.sendall(head + payload)
         except OSError as e:
-            self.errors.append(f"server->client: {e}")
+            if not self._stopping:
+                self.errors.append(f"server->client: {e}")
         finally:
             with state.cond:
                 state.closed = True

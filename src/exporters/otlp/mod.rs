@@ -158,10 +158,17 @@ fn classify(status: &Status) -> ExportError {
         | Code::Aborted
         | Code::OutOfRange
         | Code::Unavailable
-        | Code::DataLoss
-        | Code::ResourceExhausted => ExportError::Retryable {
+        | Code::DataLoss => ExportError::Retryable {
             message,
             retry_after: rpc::retry_delay(status.details()),
+        },
+        // Only worth retrying when the server says when (OTLP spec; the collector does the same).
+        Code::ResourceExhausted => match rpc::retry_delay(status.details()) {
+            Some(delay) => ExportError::Retryable {
+                message,
+                retry_after: Some(delay),
+            },
+            None => ExportError::Permanent(message),
         },
         _ => ExportError::Permanent(message),
     }
@@ -183,7 +190,16 @@ mod tests {
         ));
         assert!(matches!(
             classify(&Status::resource_exhausted("x")),
-            ExportError::Retryable { .. }
+            ExportError::Permanent(_)
+        ));
+        let details = rpc::status_with_retry_info(8, "later", Duration::from_secs(2));
+        let with_info = Status::with_details(Code::ResourceExhausted, "later", details.into());
+        assert!(matches!(
+            classify(&with_info),
+            ExportError::Retryable {
+                retry_after: Some(_),
+                ..
+            }
         ));
     }
 }

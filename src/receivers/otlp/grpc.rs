@@ -44,11 +44,33 @@ pub(super) fn serve(
                     .accept_compressed(CompressionEncoding::Zstd)
                     .send_compressed(CompressionEncoding::Gzip)
                     .max_decoding_message_size(limit);
-                grpc.unary(Export { signal, intake }, req).await
+                let mut response = grpc.unary(Export { signal, intake }, req).await;
+                oversized_is_resource_exhausted(&mut response);
+                response
             }
         },
         shutdown,
     )
+}
+
+/// tonic answers a message above the size limit with OUT_OF_RANGE, which OTLP clients retry
+/// forever; grpc-go (and so the collector) answers RESOURCE_EXHAUSTED, which they do not
+/// retry without RetryInfo.
+fn oversized_is_resource_exhausted<B>(response: &mut http::Response<B>) {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers
+        .get("grpc-message")
+        // grpc-message is percent-encoded.
+        .is_some_and(|v| String::from_utf8_lossy(v.as_bytes()).contains("too%20large"));
+    if out_of_range && too_large {
+        let code = (Code::ResourceExhausted as i32).to_string();
+        if let Ok(value) = http::HeaderValue::from_str(&code) {
+            headers.insert("grpc-status", value);
+        }
+    }
 }
 
 struct Export {
