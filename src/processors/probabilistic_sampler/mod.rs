@@ -12,6 +12,8 @@ mod threshold;
 mod traces;
 mod tracestate;
 
+#[cfg(test)]
+mod tests;
 
 use std::time::Instant;
 
