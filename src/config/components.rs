@@ -11,10 +11,12 @@ use crate::exporters::otlphttp::OtlpHttpExporterConfig;
 use crate::otlp::Signal;
 use crate::processors::batch::BatchConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
+use crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
 use crate::telemetry::health::HealthCheckConfig;
 
 const ALL: &[Signal] = &Signal::ALL;
+const TRACES_AND_LOGS: &[Signal] = &[Signal::Traces, Signal::Logs];
 
 #[derive(Clone, Debug)]
 pub enum ReceiverConfig {
@@ -33,11 +35,15 @@ impl ReceiverConfig {
 pub enum ProcessorConfig {
     Batch(BatchConfig),
     MemoryLimiter(MemoryLimiterConfig),
+    ProbabilisticSampler(ProbabilisticSamplerConfig),
 }
 
 impl ProcessorConfig {
     pub fn signals(&self) -> &'static [Signal] {
-        ALL
+        match self {
+            ProcessorConfig::Batch(_) | ProcessorConfig::MemoryLimiter(_) => ALL,
+            ProcessorConfig::ProbabilisticSampler(_) => TRACES_AND_LOGS,
+        }
     }
 }
 
@@ -65,7 +71,6 @@ pub enum ExtensionConfig {
 const PLANNED_RECEIVERS: &[&str] = &["prometheus", "filelog", "file_log", "hostmetrics", "kafka"];
 const PLANNED_PROCESSORS: &[&str] = &[
     "tail_sampling",
-    "probabilistic_sampler",
     "attributes",
     "cardinality",
     "resource",
@@ -165,12 +170,19 @@ pub fn parse_processor(
                 .map_err(|e| ConfigError::at(loc, path, e))?;
             Ok(ProcessorConfig::MemoryLimiter(config))
         }
+        "probabilistic_sampler" => {
+            let config: ProbabilisticSamplerConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ProcessorConfig::ProbabilisticSampler(config))
+        }
         _ => Err(unknown_type(
             "processor",
             id,
             path,
             loc,
-            &["batch", "memory_limiter"],
+            &["batch", "memory_limiter", "probabilistic_sampler"],
             PLANNED_PROCESSORS,
         )),
     }

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod memory_limiter;
+pub mod probabilistic_sampler;
 
 use std::time::Instant;
 
@@ -13,6 +14,8 @@ use crate::telemetry::Registry;
 pub enum Processor {
     Batch(batch::BatchProcessor),
     MemoryLimiter(memory_limiter::MemoryLimiter),
+    // Boxed: its per-policy counters make it several times larger than the others.
+    ProbabilisticSampler(Box<probabilistic_sampler::ProbabilisticSampler>),
 }
 
 impl Processor {
@@ -26,6 +29,14 @@ impl Processor {
             ProcessorConfig::MemoryLimiter(c) => Processor::MemoryLimiter(
                 memory_limiter::MemoryLimiter::new(c.clone(), &id.to_string(), registry),
             ),
+            ProcessorConfig::ProbabilisticSampler(c) => {
+                let sampler = probabilistic_sampler::ProbabilisticSampler::new(
+                    c.clone(),
+                    &id.to_string(),
+                    registry,
+                );
+                Processor::ProbabilisticSampler(Box::new(sampler))
+            }
         }
     }
 
@@ -33,20 +44,21 @@ impl Processor {
         match self {
             Processor::Batch(p) => p.process(batch, now, out),
             Processor::MemoryLimiter(_) => out.push(batch),
+            Processor::ProbabilisticSampler(p) => p.process(batch, now, out),
         }
     }
 
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
         match self {
             Processor::Batch(p) => p.tick(now, out),
-            Processor::MemoryLimiter(_) => {}
+            Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => {}
         }
     }
 
     pub fn flush(&mut self, out: &mut Vec<Batch>) {
         match self {
             Processor::Batch(p) => p.flush(out),
-            Processor::MemoryLimiter(_) => {}
+            Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => {}
         }
     }
 
@@ -54,7 +66,7 @@ impl Processor {
     pub fn next_deadline(&self) -> Option<Instant> {
         match self {
             Processor::Batch(p) => p.next_deadline(),
-            Processor::MemoryLimiter(_) => None,
+            Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => None,
         }
     }
 }

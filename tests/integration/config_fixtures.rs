@@ -88,6 +88,16 @@ fn invalid_fixtures_name_location_path_and_fix() {
             ":2:3: receivers.otlp",
             "protocols.http.tls is not supported yet",
         ),
+        (
+            "probabilistic_sampler_metrics",
+            ":11:47: service.pipelines.metrics.processors[0]",
+            "`probabilistic_sampler` does not support metrics",
+        ),
+        (
+            "probabilistic_sampler_precision",
+            ":5:3: processors.probabilistic_sampler",
+            "sampling precision is too great, should be <= 14: 15",
+        ),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
