@@ -218,11 +218,14 @@ impl ExporterHandle {
         let signal = batch.signal;
         self.queue_size.add(1);
         let result = if self.block {
-            self.tx.send(batch).await.map_err(|_| ())
+            self.tx.send(batch).await.map_err(|e| e.0)
         } else {
-            self.tx.try_send(batch).map_err(|_| ())
+            self.tx.try_send(batch).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            })
         };
-        if result.is_err() {
+        if let Err(batch) = result {
+            batch.fail_acks();
             self.queue_size.add(-1);
             self.metrics[signal_index(signal)].enqueue_failed.add(items);
             tracing::warn!(exporter = %self.id, items, "Dropping data because the sending queue is full.");
@@ -332,6 +335,7 @@ impl Worker {
     }
 
     fn fail(&self, batch: &Batch, why: &str) {
+        batch.fail_acks();
         self.metrics[signal_index(batch.signal)]
             .send_failed
             .add(batch.items as u64);
@@ -356,6 +360,7 @@ impl Worker {
                     let rejected = delivered.rejected.min(batch.items as u64);
                     metrics.sent.add(batch.items as u64 - rejected);
                     if rejected > 0 {
+                        batch.fail_acks();
                         metrics.send_failed.add(rejected);
                         tracing::warn!(exporter = %self.id, rejected, "The backend rejected part of a request.");
                     }

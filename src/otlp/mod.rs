@@ -7,6 +7,8 @@ pub mod wire;
 
 use bytes::Bytes;
 
+use crate::pipeline::ack::Ack;
+
 /// The three OTLP signals; a pipeline carries exactly one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Signal {
@@ -71,12 +73,14 @@ impl std::fmt::Display for Signal {
 
 /// One or more encoded OTLP export requests of one signal. Protobuf merges repeated fields
 /// when messages are concatenated, so the chunks together form a single valid request and
-/// batching never needs to decode.
+/// batching never needs to decode. `acks` travel with the data so a receiver can learn when
+/// it has been delivered (see `pipeline::ack`).
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub signal: Signal,
     pub chunks: Vec<Bytes>,
     pub items: usize,
+    pub acks: Vec<Ack>,
 }
 
 impl Batch {
@@ -85,7 +89,24 @@ impl Batch {
             signal,
             chunks: vec![payload],
             items,
+            acks: Vec::new(),
         }
+    }
+
+    /// A batch made from this one's data (split, filtered, re-encoded): it carries the same
+    /// acknowledgements.
+    pub fn derive(&self, payload: Bytes, items: usize) -> Batch {
+        Batch {
+            signal: self.signal,
+            chunks: vec![payload],
+            items,
+            acks: self.acks.clone(),
+        }
+    }
+
+    /// Marks every acknowledgement of this batch as failed (the data was dropped).
+    pub fn fail_acks(&self) {
+        self.acks.iter().for_each(Ack::fail);
     }
 
     /// Parses and counts an encoded request; fails on malformed protobuf.
@@ -109,5 +130,6 @@ impl Batch {
     pub fn append(&mut self, other: Batch) {
         self.items += other.items;
         self.chunks.extend(other.chunks);
+        self.acks.extend(other.acks);
     }
 }

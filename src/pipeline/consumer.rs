@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::ack::Ack;
 use crate::otlp::Batch;
 use crate::processors::memory_limiter::MemoryGate;
 
@@ -55,8 +56,18 @@ impl Consumer {
         &self.inputs
     }
 
-    /// Hands a batch to every pipeline. Success means every pipeline took it.
+    /// Hands a batch to every pipeline. Success means every pipeline took it; on refusal the
+    /// batch's acknowledgements are failed, so the sender knows to try again.
     pub async fn consume(&self, batch: Batch) -> Result<(), Refusal> {
+        let acks = batch.acks.clone();
+        let result = self.send_to_all(batch).await;
+        if result.is_err() {
+            acks.iter().for_each(Ack::fail);
+        }
+        result
+    }
+
+    async fn send_to_all(&self, batch: Batch) -> Result<(), Refusal> {
         if self
             .inputs
             .iter()

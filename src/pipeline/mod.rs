@@ -1,6 +1,7 @@
 //! Building and running the pipeline graph: exporters first, then pipelines, then receivers;
 //! shutdown in the reverse order, draining what was accepted within one grace deadline.
 
+pub mod ack;
 pub mod consumer;
 
 use std::collections::BTreeMap;

@@ -132,3 +132,82 @@ service:\n  pipelines:\n    logs/a: {{receivers: [otlp], processors: [batch], ex
     assert_eq!(std::fs::read_to_string(&a).unwrap().lines().count(), 1);
     assert_eq!(std::fs::read_to_string(&b).unwrap().lines().count(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_report_delivery_and_drops() {
+    use sluice::config::ComponentId;
+    use sluice::otlp::{Batch, Signal};
+    use sluice::pipeline::ack::Ack;
+    use tokio::sync::oneshot;
+
+    let dir = temp_dir("acks");
+    let text = format!(
+        "receivers:\n  otlp:\n    protocols: {{http: }}\nexporters:\n  file:\n    path: {}\n  otlp/nowhere:\n    endpoint: 127.0.0.1:1\n    tls: {{insecure: true}}\n    retry_on_failure: {{enabled: false}}\n    sending_queue: {{queue_size: 1, num_consumers: 1}}\nservice:\n  pipelines:\n    logs: {{receivers: [otlp], exporters: [file, otlp/nowhere]}}\n",
+        dir.join("acks.jsonl").display()
+    );
+    let config = Config::load_sources(&[("acks.yaml".into(), text)]).unwrap();
+    let registry = Registry::default();
+    let (_stop, abort) = tokio::sync::watch::channel(false);
+    let find = |name: &str| {
+        config
+            .exporters
+            .iter()
+            .find(|e| e.id == ComponentId::parse(name).unwrap())
+            .unwrap()
+    };
+    let file = find("file");
+    let (file_handle, _tasks) = sluice::exporters::start(
+        &file.id,
+        &file.config,
+        &[Signal::Logs],
+        &registry,
+        abort.clone(),
+    )
+    .unwrap();
+    let nowhere = find("otlp/nowhere");
+    let (nowhere_handle, _tasks) = sluice::exporters::start(
+        &nowhere.id,
+        &nowhere.config,
+        &[Signal::Logs],
+        &registry,
+        abort,
+    )
+    .unwrap();
+
+    let payload = sluice::loadgen::generate(
+        &Options {
+            signal: Signal::Logs,
+            ..Options::default()
+        },
+        3,
+        &mut rand::rng(),
+    );
+    let tracked = |tx: oneshot::Sender<bool>| {
+        let mut batch = Batch::from_encoded(Signal::Logs, payload.clone().into()).unwrap();
+        batch.acks.push(Ack::new(move |ok| {
+            let _ = tx.send(ok);
+        }));
+        batch
+    };
+
+    let (tx, delivered) = oneshot::channel();
+    file_handle.enqueue(tracked(tx)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), delivered)
+            .await
+            .unwrap()
+            .unwrap()
+    );
+
+    // Fanned out to both: the refused connection fails it, so the ack reports a failure.
+    let (tx, outcome) = oneshot::channel();
+    let batch = tracked(tx);
+    file_handle.enqueue(batch.clone()).await;
+    nowhere_handle.enqueue(batch).await;
+    assert!(
+        !tokio::time::timeout(Duration::from_secs(10), outcome)
+            .await
+            .unwrap()
+            .unwrap()
+    );
+}

@@ -156,7 +156,7 @@ impl BatchProcessor {
         };
         let last = pieces.len().saturating_sub(1);
         for (i, (bytes, items)) in pieces.into_iter().enumerate() {
-            let piece = Batch::new(signal, bytes, items);
+            let piece = batch.derive(bytes, items);
             if i == last && keep_remainder && items < self.config.send_batch_size {
                 self.pending = Some(piece);
             } else {

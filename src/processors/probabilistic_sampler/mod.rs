@@ -117,7 +117,7 @@ impl ProbabilisticSampler {
         }
         request.resource_spans.retain(|r| !r.scope_spans.is_empty());
         self.record(Signal::Traces, counts);
-        Ok((kept > 0).then(|| Batch::new(Signal::Traces, request.encode_to_vec().into(), kept)))
+        Ok((kept > 0).then(|| batch.derive(request.encode_to_vec().into(), kept)))
     }
 
     fn process_logs(&mut self, batch: &Batch) -> Result<Option<Batch>, prost::DecodeError> {
@@ -143,7 +143,7 @@ impl ProbabilisticSampler {
         }
         request.resource_logs.retain(|r| !r.scope_logs.is_empty());
         self.record(Signal::Logs, counts);
-        Ok((kept > 0).then(|| Batch::new(Signal::Logs, request.encode_to_vec().into(), kept)))
+        Ok((kept > 0).then(|| batch.derive(request.encode_to_vec().into(), kept)))
     }
 
     /// Adds a batch's tallies to the self-metrics, creating each series on first use so only
