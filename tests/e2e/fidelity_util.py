@@ -18,8 +18,13 @@ import re
 import time
 import urllib.request
 
+import pytest
 from google.protobuf.json_format import MessageToDict, ParseDict
+from opentelemetry.sdk._logs.export import LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData
+from opentelemetry.sdk.trace.export import SpanExportResult
 
+import sdk_data
 from peers import free_port
 
 # ---- sluice configs ---------------------------------------------------------
@@ -49,7 +54,7 @@ class SluiceSetup:
                 "grpc": {"endpoint": self.grpc_endpoint},
                 "http": {"endpoint": f"127.0.0.1:{self.http_port}"},
             }}},
-            "processors": {"batch": batch or {"timeout": "200ms"}},
+            "processors": {"batch": batch or {"timeout": "100ms"}},
             "exporters": exporters,
             "service": {
                 "pipelines": {s: {"receivers": ["otlp"], "processors": ["batch"], "exporters": list(exporters)}
@@ -162,7 +167,7 @@ def sink_items(sink, signal: str) -> int:
     return {"traces": sink.span_count, "logs": sink.log_count, "metrics": sink.datapoint_count}[signal]()
 
 
-def wait_exact(sink, signal: str, expected: int, timeout: float = 15.0, settle: float = 0.5) -> int:
+def wait_exact(sink, signal: str, expected: int, timeout: float = 15.0, settle: float = 0.3) -> int:
     """Wait until the sink holds `expected` items of `signal`, then a little longer to catch extras."""
     sink.wait_for(lambda: sink_items(sink, signal) >= expected, timeout)
     time.sleep(settle)
@@ -214,3 +219,113 @@ def int64_as_strings(value):
     if isinstance(value, list):
         return [int64_as_strings(v) for v in value]
     return value
+
+
+def _ids_to_hex(value):
+    if isinstance(value, dict):
+        return {k: (base64.b64decode(v).hex() if k in _HEX_ID_FIELDS and isinstance(v, str)
+                    else _ids_to_hex(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ids_to_hex(v) for v in value]
+    return value
+
+
+def to_otlp_json(message) -> dict:
+    """A protobuf message in OTLP/JSON as the spec writes it: lowerCamelCase keys, enums as
+    integers, 64-bit integers as strings, bytes as base64 except trace/span ids as hex."""
+    return _ids_to_hex(MessageToDict(message, use_integers_for_enums=True))
+
+
+# ---- comparing flattened items ------------------------------------------------
+
+def _short(entry, limit=2500) -> str:
+    text = json.dumps(entry, sort_keys=True, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _diff_paths(a, b, path="", out=None, limit=8):
+    """Paths where two decoded JSON-like values differ, with both values."""
+    out = [] if out is None else out
+    if len(out) >= limit:
+        return out
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            _diff_paths(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}", out, limit)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _diff_paths(x, y, f"{path}[{i}]", out, limit)
+    elif a != b:
+        out.append(f"{path or '.'}: sent {_short(a, 300)} / received {_short(b, 300)}")
+    return out
+
+
+def assert_same_items(got: list[dict], want: list[dict], what: str) -> None:
+    """Equal flattened item lists; on failure, say which items are missing or altered and how."""
+    if got == want:
+        return
+    got_keys = [json.dumps(e, sort_keys=True) for e in got]
+    want_keys = [json.dumps(e, sort_keys=True) for e in want]
+    missing = [e for e, k in zip(want, want_keys) if k not in set(got_keys)]
+    extra = [e for e, k in zip(got, got_keys) if k not in set(want_keys)]
+    lines = [f"{what}: {len(got)} items arrived, {len(want)} sent; {len(missing)} sent items not found "
+             f"unchanged, {len(extra)} arrived items not among those sent"]
+    for sent, received in list(zip(missing, extra))[:3]:
+        lines.append("altered item; differences: " + "; ".join(_diff_paths(sent, received)))
+    for e in missing[len(extra):][:2]:
+        lines.append("SENT, never received: " + _short(e))
+    for e in extra[len(missing):][:2]:
+        lines.append("RECEIVED, never sent: " + _short(e))
+    if not missing and not extra:
+        lines.append("same items but different multiplicity (duplicates or losses)")
+    pytest.fail("\n".join(lines), pytrace=False)
+
+
+# ---- the SDK's OTLP exporters ------------------------------------------------------
+
+def sdk_exporter(signal: str, protocol: str, grpc_endpoint: str, http_base: str, gzip: bool = False):
+    from grpc import Compression as GrpcCompression
+    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        cls = {"traces": OTLPSpanExporter, "metrics": OTLPMetricExporter, "logs": OTLPLogExporter}[signal]
+        return cls(endpoint=grpc_endpoint, insecure=True, timeout=10,
+                   compression=GrpcCompression.Gzip if gzip else GrpcCompression.NoCompression)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    cls = {"traces": OTLPSpanExporter, "metrics": OTLPMetricExporter, "logs": OTLPLogExporter}[signal]
+    return cls(endpoint=f"{http_base}/v1/{signal}", timeout=10,
+               compression=HttpCompression.Gzip if gzip else HttpCompression.NoCompression)
+
+
+SUCCESS = {"traces": SpanExportResult.SUCCESS, "metrics": MetricExportResult.SUCCESS,
+           "logs": LogRecordExportResult.SUCCESS}
+
+
+def sdk_export(signal, data, protocol, grpc_endpoint, http_base, gzip=False):
+    exporter = sdk_exporter(signal, protocol, grpc_endpoint, http_base, gzip)
+    try:
+        result = exporter.export(data)
+    finally:
+        exporter.shutdown()
+    assert result == SUCCESS[signal], f"SDK {protocol} exporter failed to export {signal}: {result}"
+
+
+def build_sdk_payloads() -> dict:
+    """The SDK telemetry of sdk_data: ReadableSpans, ReadableLogRecords and one MetricsData."""
+    metrics = sdk_data.build_metrics()
+    return {
+        "traces": sdk_data.build_spans(),
+        "logs": sdk_data.build_logs(),
+        "metrics": MetricsData(resource_metrics=[rm for d in metrics for rm in d.resource_metrics]),
+    }
+
+
+def encode_sdk(signal, data):
+    """The Export*ServiceRequest the SDK's exporters send for `data`."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    return {"traces": encode_spans, "metrics": encode_metrics, "logs": encode_logs}[signal](data)

@@ -5,6 +5,8 @@ reference, then through sluice) with the SDK's own OTLP exporters.
 
 from __future__ import annotations
 
+import logging
+
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
@@ -69,6 +71,7 @@ LINKED = [
 def build_spans(n_extra: int = 40):
     """Spans over 2 resources and 3 scopes: every kind, status, events, links, trace state,
     dropped counts, attributes of every type. Returns the SDK ReadableSpans."""
+    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)  # "over the limits" is on purpose
     memory = InMemorySpanExporter()
     limits = SpanLimits(max_span_attributes=30, max_events=4, max_links=3, max_event_attributes=30,
                         max_link_attributes=30, max_attribute_length=None)
@@ -183,8 +186,8 @@ def build_logs(n_extra: int = 30):
 def build_metrics(temporality: AggregationTemporality = AggregationTemporality.CUMULATIVE):
     """MetricsData with int and double sums (monotonic and not), observable gauges, explicit and
     exponential histograms (with exemplars from a sampled span), over 2 resources and 2 scopes."""
-    from opentelemetry.sdk.metrics import Counter, Histogram, ObservableGauge, UpDownCounter  # noqa: F401
     from opentelemetry.metrics import Observation
+    from opentelemetry.sdk.metrics import Counter, Histogram, UpDownCounter
 
     readers, datas = [], []
     views = [
