@@ -2,6 +2,7 @@
 //! never reads a clock and tests need none; stateful stages release data on `tick`.
 
 pub mod batch;
+pub mod cardinality;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;
 
@@ -16,6 +17,7 @@ pub enum Processor {
     MemoryLimiter(memory_limiter::MemoryLimiter),
     // Boxed: its per-policy counters make it several times larger than the others.
     ProbabilisticSampler(Box<probabilistic_sampler::ProbabilisticSampler>),
+    Cardinality(Box<cardinality::CardinalityProcessor>),
 }
 
 impl Processor {
@@ -37,6 +39,9 @@ impl Processor {
                 );
                 Processor::ProbabilisticSampler(Box::new(sampler))
             }
+            ProcessorConfig::Cardinality(c) => Processor::Cardinality(Box::new(
+                cardinality::CardinalityProcessor::new(c.clone(), &id.to_string(), registry),
+            )),
         }
     }
 
@@ -45,12 +50,14 @@ impl Processor {
             Processor::Batch(p) => p.process(batch, now, out),
             Processor::MemoryLimiter(_) => out.push(batch),
             Processor::ProbabilisticSampler(p) => p.process(batch, now, out),
+            Processor::Cardinality(p) => p.process(batch, now, out),
         }
     }
 
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
         match self {
             Processor::Batch(p) => p.tick(now, out),
+            Processor::Cardinality(p) => p.tick(now, out),
             Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => {}
         }
     }
@@ -58,6 +65,7 @@ impl Processor {
     pub fn flush(&mut self, out: &mut Vec<Batch>) {
         match self {
             Processor::Batch(p) => p.flush(out),
+            Processor::Cardinality(p) => p.flush(out),
             Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => {}
         }
     }
@@ -66,6 +74,7 @@ impl Processor {
     pub fn next_deadline(&self) -> Option<Instant> {
         match self {
             Processor::Batch(p) => p.next_deadline(),
+            Processor::Cardinality(p) => p.next_deadline(),
             Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => None,
         }
     }
