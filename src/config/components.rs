@@ -9,6 +9,7 @@ use crate::exporters::file::FileExporterConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
 use crate::exporters::otlphttp::OtlpHttpExporterConfig;
 use crate::otlp::Signal;
+use crate::processors::attributes::AttributesConfig;
 use crate::processors::batch::BatchConfig;
 use crate::processors::cardinality::CardinalityConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
@@ -38,6 +39,7 @@ pub enum ProcessorConfig {
     MemoryLimiter(MemoryLimiterConfig),
     ProbabilisticSampler(ProbabilisticSamplerConfig),
     Cardinality(CardinalityConfig),
+    Attributes(AttributesConfig),
 }
 
 impl ProcessorConfig {
@@ -45,7 +47,8 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Batch(_)
             | ProcessorConfig::MemoryLimiter(_)
-            | ProcessorConfig::Cardinality(_) => ALL,
+            | ProcessorConfig::Cardinality(_)
+            | ProcessorConfig::Attributes(_) => ALL,
             ProcessorConfig::ProbabilisticSampler(_) => TRACES_AND_LOGS,
         }
     }
@@ -75,7 +78,6 @@ pub enum ExtensionConfig {
 const PLANNED_RECEIVERS: &[&str] = &["prometheus", "filelog", "file_log", "hostmetrics", "kafka"];
 const PLANNED_PROCESSORS: &[&str] = &[
     "tail_sampling",
-    "attributes",
     "resource",
     "filter",
     "transform",
@@ -180,6 +182,13 @@ pub fn parse_processor(
                 .map_err(|e| ConfigError::at(loc, path, e))?;
             Ok(ProcessorConfig::ProbabilisticSampler(config))
         }
+        "attributes" => {
+            let config: AttributesConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ProcessorConfig::Attributes(config))
+        }
         "cardinality" => {
             let config: CardinalityConfig = node::from_node(body, path)?;
             config
@@ -193,6 +202,7 @@ pub fn parse_processor(
             path,
             loc,
             &[
+                "attributes",
                 "batch",
                 "cardinality",
                 "memory_limiter",

@@ -1,6 +1,7 @@
 //! Processors: synchronous stages a pipeline runs in order. Time is passed in, so a stage
 //! never reads a clock and tests need none; stateful stages release data on `tick`.
 
+pub mod attributes;
 pub mod batch;
 pub mod cardinality;
 pub mod memory_limiter;
@@ -18,6 +19,7 @@ pub enum Processor {
     // Boxed: its per-policy counters make it several times larger than the others.
     ProbabilisticSampler(Box<probabilistic_sampler::ProbabilisticSampler>),
     Cardinality(Box<cardinality::CardinalityProcessor>),
+    Attributes(Box<attributes::AttributesProcessor>),
 }
 
 impl Processor {
@@ -42,6 +44,9 @@ impl Processor {
             ProcessorConfig::Cardinality(c) => Processor::Cardinality(Box::new(
                 cardinality::CardinalityProcessor::new(c.clone(), &id.to_string(), registry),
             )),
+            ProcessorConfig::Attributes(c) => Processor::Attributes(Box::new(
+                attributes::AttributesProcessor::new(c.clone(), &id.to_string(), registry),
+            )),
         }
     }
 
@@ -51,6 +56,7 @@ impl Processor {
             Processor::MemoryLimiter(_) => out.push(batch),
             Processor::ProbabilisticSampler(p) => p.process(batch, now, out),
             Processor::Cardinality(p) => p.process(batch, now, out),
+            Processor::Attributes(p) => p.process(batch, now, out),
         }
     }
 
@@ -58,7 +64,9 @@ impl Processor {
         match self {
             Processor::Batch(p) => p.tick(now, out),
             Processor::Cardinality(p) => p.tick(now, out),
-            Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => {}
+            Processor::MemoryLimiter(_)
+            | Processor::ProbabilisticSampler(_)
+            | Processor::Attributes(_) => {}
         }
     }
 
@@ -66,7 +74,9 @@ impl Processor {
         match self {
             Processor::Batch(p) => p.flush(out),
             Processor::Cardinality(p) => p.flush(out),
-            Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => {}
+            Processor::MemoryLimiter(_)
+            | Processor::ProbabilisticSampler(_)
+            | Processor::Attributes(_) => {}
         }
     }
 
@@ -75,7 +85,9 @@ impl Processor {
         match self {
             Processor::Batch(p) => p.next_deadline(),
             Processor::Cardinality(p) => p.next_deadline(),
-            Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => None,
+            Processor::MemoryLimiter(_)
+            | Processor::ProbabilisticSampler(_)
+            | Processor::Attributes(_) => None,
         }
     }
 }
