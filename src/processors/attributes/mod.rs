@@ -236,9 +236,12 @@ impl LabelRules for Actions {
     fn observe(&mut self, _metric: &str, _attributes: &[KeyValue], _now: Instant) {}
 
     fn rewrite(&mut self, _metric: &str, attributes: &mut Vec<KeyValue>, _now: Instant) -> u64 {
-        let before = attributes.len();
+        let before: Vec<String> = attributes.iter().map(|kv| kv.key.clone()).collect();
         self.apply(attributes);
-        before.saturating_sub(attributes.len()) as u64
+        before
+            .iter()
+            .filter(|k| position(attributes, k).is_none())
+            .count() as u64
     }
 }
 

@@ -321,6 +321,52 @@ fn deleting_a_metric_label_re_aggregates_the_series_that_collapse() {
 }
 
 #[test]
+fn with_a_delete_summaries_pass_edited_unless_they_lose_a_label() {
+    use opentelemetry_proto::tonic::metrics::v1::{Summary, SummaryDataPoint};
+    let mut p = processor(vec![
+        action("delete", "user"),
+        with_value(action("insert", "env"), ConfigValue::Str("prod".into())),
+    ]);
+    let summary = |attributes: Vec<KeyValue>| Metric {
+        name: "rpc".into(),
+        data: Some(metric::Data::Summary(Summary {
+            data_points: vec![SummaryDataPoint {
+                attributes,
+                count: 1,
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    };
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    summary(vec![kv("route", s("/"))]),
+                    summary(vec![kv("user", s("a"))]),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let batch = Batch::from_encoded(Signal::Metrics, request.encode_to_vec().into()).unwrap();
+    let mut out = Vec::new();
+    p.process(batch, Instant::now(), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].items, 1);
+    let got = ExportMetricsServiceRequest::decode(out[0].to_bytes()).unwrap();
+    let m = &got.resource_metrics[0].scope_metrics[0].metrics[0];
+    let Some(metric::Data::Summary(summary)) = &m.data else {
+        panic!("{m:?}");
+    };
+    assert_eq!(
+        as_map(&summary.data_points[0].attributes),
+        expect(&[("env", s("prod")), ("route", s("/"))])
+    );
+}
+
+#[test]
 fn validation_follows_the_collector() {
     let check = |actions: Vec<ActionConfig>| {
         AttributesConfig {

@@ -472,7 +472,8 @@ impl Aggregator {
     }
 
     /// Summaries, exponential histograms and sums of unspecified temporality are not merged:
-    /// they pass when their labels stay, and are dropped and counted otherwise.
+    /// they pass (with their rewritten labels) when no label is removed, and are dropped and
+    /// counted otherwise.
     fn pass_or_drop(
         &mut self,
         m: &mut Metric,
@@ -481,29 +482,30 @@ impl Aggregator {
         now: Instant,
     ) {
         let name = m.name.clone();
-        let mut keep = |attributes: &[KeyValue], reason: DropReason| {
+        let mut keep = |attributes: &mut Vec<KeyValue>, reason: DropReason| {
             rules.observe(&name, attributes, now);
-            let mut rewritten = attributes.to_vec();
-            rules.rewrite(&name, &mut rewritten, now);
-            let kept = !resource_changed && rewritten == attributes;
-            if !kept {
+            let mut rewritten = attributes.clone();
+            let removed = rules.rewrite(&name, &mut rewritten, now);
+            if resource_changed || removed > 0 {
                 self.metrics.dropped(reason).add(1);
+                return false;
             }
-            kept
+            *attributes = rewritten;
+            true
         };
         match &mut m.data {
             Some(metric::Data::Summary(s)) => s
                 .data_points
-                .retain(|p| keep(&p.attributes, DropReason::Summary)),
+                .retain_mut(|p| keep(&mut p.attributes, DropReason::Summary)),
             Some(metric::Data::ExponentialHistogram(e)) => e
                 .data_points
-                .retain(|p| keep(&p.attributes, DropReason::ExponentialHistogram)),
+                .retain_mut(|p| keep(&mut p.attributes, DropReason::ExponentialHistogram)),
             Some(metric::Data::Sum(s)) => s
                 .data_points
-                .retain(|p| keep(&p.attributes, DropReason::UnspecifiedTemporality)),
+                .retain_mut(|p| keep(&mut p.attributes, DropReason::UnspecifiedTemporality)),
             Some(metric::Data::Histogram(h)) => h
                 .data_points
-                .retain(|p| keep(&p.attributes, DropReason::UnspecifiedTemporality)),
+                .retain_mut(|p| keep(&mut p.attributes, DropReason::UnspecifiedTemporality)),
             _ => {}
         }
     }
