@@ -9,7 +9,9 @@ use crate::exporters::file::FileExporterConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
 use crate::exporters::otlphttp::OtlpHttpExporterConfig;
 use crate::otlp::Signal;
+use crate::processors::attributes::AttributesConfig;
 use crate::processors::batch::BatchConfig;
+use crate::processors::cardinality::CardinalityConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
 use crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
@@ -36,12 +38,17 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     MemoryLimiter(MemoryLimiterConfig),
     ProbabilisticSampler(ProbabilisticSamplerConfig),
+    Cardinality(CardinalityConfig),
+    Attributes(AttributesConfig),
 }
 
 impl ProcessorConfig {
     pub fn signals(&self) -> &'static [Signal] {
         match self {
-            ProcessorConfig::Batch(_) | ProcessorConfig::MemoryLimiter(_) => ALL,
+            ProcessorConfig::Batch(_)
+            | ProcessorConfig::MemoryLimiter(_)
+            | ProcessorConfig::Cardinality(_)
+            | ProcessorConfig::Attributes(_) => ALL,
             ProcessorConfig::ProbabilisticSampler(_) => TRACES_AND_LOGS,
         }
     }
@@ -71,8 +78,6 @@ pub enum ExtensionConfig {
 const PLANNED_RECEIVERS: &[&str] = &["prometheus", "filelog", "file_log", "hostmetrics", "kafka"];
 const PLANNED_PROCESSORS: &[&str] = &[
     "tail_sampling",
-    "attributes",
-    "cardinality",
     "resource",
     "filter",
     "transform",
@@ -177,12 +182,32 @@ pub fn parse_processor(
                 .map_err(|e| ConfigError::at(loc, path, e))?;
             Ok(ProcessorConfig::ProbabilisticSampler(config))
         }
+        "attributes" => {
+            let config: AttributesConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ProcessorConfig::Attributes(config))
+        }
+        "cardinality" => {
+            let config: CardinalityConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ProcessorConfig::Cardinality(config))
+        }
         _ => Err(unknown_type(
             "processor",
             id,
             path,
             loc,
-            &["batch", "memory_limiter", "probabilistic_sampler"],
+            &[
+                "attributes",
+                "batch",
+                "cardinality",
+                "memory_limiter",
+                "probabilistic_sampler",
+            ],
             PLANNED_PROCESSORS,
         )),
     }

@@ -1,7 +1,9 @@
 //! Processors: synchronous stages a pipeline runs in order. Time is passed in, so a stage
 //! never reads a clock and tests need none; stateful stages release data on `tick`.
 
+pub mod attributes;
 pub mod batch;
+pub mod cardinality;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;
 
@@ -16,6 +18,8 @@ pub enum Processor {
     MemoryLimiter(memory_limiter::MemoryLimiter),
     // Boxed: its per-policy counters make it several times larger than the others.
     ProbabilisticSampler(Box<probabilistic_sampler::ProbabilisticSampler>),
+    Cardinality(Box<cardinality::CardinalityProcessor>),
+    Attributes(Box<attributes::AttributesProcessor>),
 }
 
 impl Processor {
@@ -37,6 +41,12 @@ impl Processor {
                 );
                 Processor::ProbabilisticSampler(Box::new(sampler))
             }
+            ProcessorConfig::Cardinality(c) => Processor::Cardinality(Box::new(
+                cardinality::CardinalityProcessor::new(c.clone(), &id.to_string(), registry),
+            )),
+            ProcessorConfig::Attributes(c) => Processor::Attributes(Box::new(
+                attributes::AttributesProcessor::new(c.clone(), &id.to_string(), registry),
+            )),
         }
     }
 
@@ -45,20 +55,28 @@ impl Processor {
             Processor::Batch(p) => p.process(batch, now, out),
             Processor::MemoryLimiter(_) => out.push(batch),
             Processor::ProbabilisticSampler(p) => p.process(batch, now, out),
+            Processor::Cardinality(p) => p.process(batch, now, out),
+            Processor::Attributes(p) => p.process(batch, now, out),
         }
     }
 
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
         match self {
             Processor::Batch(p) => p.tick(now, out),
-            Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => {}
+            Processor::Cardinality(p) => p.tick(now, out),
+            Processor::MemoryLimiter(_)
+            | Processor::ProbabilisticSampler(_)
+            | Processor::Attributes(_) => {}
         }
     }
 
     pub fn flush(&mut self, out: &mut Vec<Batch>) {
         match self {
             Processor::Batch(p) => p.flush(out),
-            Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => {}
+            Processor::Cardinality(p) => p.flush(out),
+            Processor::MemoryLimiter(_)
+            | Processor::ProbabilisticSampler(_)
+            | Processor::Attributes(_) => {}
         }
     }
 
@@ -66,7 +84,10 @@ impl Processor {
     pub fn next_deadline(&self) -> Option<Instant> {
         match self {
             Processor::Batch(p) => p.next_deadline(),
-            Processor::MemoryLimiter(_) | Processor::ProbabilisticSampler(_) => None,
+            Processor::Cardinality(p) => p.next_deadline(),
+            Processor::MemoryLimiter(_)
+            | Processor::ProbabilisticSampler(_)
+            | Processor::Attributes(_) => None,
         }
     }
 }

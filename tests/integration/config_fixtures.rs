@@ -98,6 +98,16 @@ fn invalid_fixtures_name_location_path_and_fix() {
             ":5:3: processors.probabilistic_sampler",
             "sampling precision is too great, should be <= 14: 15",
         ),
+        (
+            "cardinality_gauge_aggregation",
+            ":7:24: processors.cardinality.gauge_aggregation",
+            "unknown gauge_aggregation `average` (expected last, sum, max or min)",
+        ),
+        (
+            "attributes_include",
+            ":5:3: processors.attributes",
+            "include/exclude matching is not supported yet",
+        ),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();

@@ -1,0 +1,1343 @@
+//! Re-aggregation of metric series whose labels were removed, shared by `cardinality` and
+//! `attributes`: every incoming (source) series is mapped once to an output series, and each
+//! output series is emitted at most once per flush, so no backend sees two points for one
+//! series and timestamp, and collapsed counters neither double count nor look reset.
+//!
+//! - Cumulative sums and histograms: per source series the last value is kept, and its
+//!   increments (a reset contributes its new value from 0) are added to the output's running
+//!   total, whose start time never changes. A source that vanishes leaves its total in place.
+//! - Delta sums and histograms add up between flushes; gauges keep the latest point of each
+//!   source since the last flush and combine them with `gauge_aggregation`.
+//! - Histograms merge only with equal bounds; a source with other bounds keeps its own labels.
+//!   Summaries and exponential histograms pass unchanged when no label of theirs is removed
+//!   and are dropped (and counted) otherwise.
+//! - A source's output is decided when it is first seen and kept until it has been idle for
+//!   `window`: a label limit that trips later applies to new series only, so no series moves
+//!   (which would count its history twice).
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::telemetry::{Counter, Gauge as GaugeMetric, Registry};
+
+/// The attribute the SDKs put on the series that holds everything over the series limit.
+pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
+
+const NO_RECORDED_VALUE: u32 = 1;
+const NANOS_PER_MILLI: u64 = 1_000_000;
+/// The start of a delta output that has not received a point yet.
+const UNSET: u64 = u64::MAX;
+
+/// How the latest points of several gauge series that collapse into one are combined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GaugeAggregation {
+    #[default]
+    Last,
+    Sum,
+    Max,
+    Min,
+}
+
+/// Decides what labels a series keeps. Implemented by each processor that removes labels.
+pub trait LabelRules {
+    /// Rewrites a resource's attributes; called for every resource of every batch.
+    fn resource(&mut self, attributes: &mut Vec<KeyValue>);
+    /// Sees the attributes of every data point (to count distinct values).
+    fn observe(&mut self, metric: &str, attributes: &[KeyValue], now: Instant);
+    /// Rewrites the attributes of a series seen for the first time; returns how many of
+    /// them were removed.
+    fn rewrite(&mut self, metric: &str, attributes: &mut Vec<KeyValue>, now: Instant) -> u64;
+    /// Forgets what is older than the window.
+    fn sweep(&mut self, _now: Instant) {}
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// 0: no limit. Includes the overflow series, as in the SDKs.
+    pub max_series_per_metric: usize,
+    pub window: Duration,
+    /// 0: emit after every batch.
+    pub flush_interval: Duration,
+    pub gauge_aggregation: GaugeAggregation,
+}
+
+/// Why a data point was not forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    Summary,
+    ExponentialHistogram,
+    HistogramBounds,
+    UnspecifiedTemporality,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 4] = [
+        DropReason::Summary,
+        DropReason::ExponentialHistogram,
+        DropReason::HistogramBounds,
+        DropReason::UnspecifiedTemporality,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Summary => "summary",
+            DropReason::ExponentialHistogram => "exponential_histogram",
+            DropReason::HistogramBounds => "histogram_bounds",
+            DropReason::UnspecifiedTemporality => "unspecified_temporality",
+        }
+    }
+}
+
+/// Self-metrics of the engine, named after the processor that owns it.
+pub struct EngineMetrics {
+    pub labels_dropped: Counter,
+    pub series_overflowed: Counter,
+    pub histogram_bounds_mismatch: Counter,
+    pub active_series: GaugeMetric,
+    pub source_series: GaugeMetric,
+    points_dropped: [Counter; DropReason::ALL.len()],
+}
+
+impl EngineMetrics {
+    /// `prefix` is e.g. `sluice_processor_cardinality`.
+    pub fn new(registry: &Registry, prefix: &str, id: &str) -> EngineMetrics {
+        let labels = [("processor", id)];
+        EngineMetrics {
+            labels_dropped: registry.counter(
+                &format!("{prefix}_labels_dropped_total"),
+                "Labels removed from metric data points.",
+                &labels,
+            ),
+            series_overflowed: registry.counter(
+                &format!("{prefix}_series_overflowed_total"),
+                "Series folded into the overflow series of their metric.",
+                &labels,
+            ),
+            histogram_bounds_mismatch: registry.counter(
+                &format!("{prefix}_histogram_bounds_mismatch_total"),
+                "Histogram series kept apart because their bucket bounds differ.",
+                &labels,
+            ),
+            active_series: registry.gauge(
+                &format!("{prefix}_active_series"),
+                "Output metric series held (all metrics).",
+                &labels,
+            ),
+            source_series: registry.gauge(
+                &format!("{prefix}_source_series"),
+                "Incoming metric series tracked (all metrics).",
+                &labels,
+            ),
+            points_dropped: DropReason::ALL.map(|r| {
+                registry.counter(
+                    &format!("{prefix}_points_dropped_total"),
+                    "Metric data points that could not be re-aggregated.",
+                    &[("processor", id), ("reason", r.as_str())],
+                )
+            }),
+        }
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> &Counter {
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        &self.points_dropped[i]
+    }
+}
+
+/// A number as OTLP carries it; ints stay ints unless mixed with doubles.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Num {
+    Int(i64),
+    Double(f64),
+}
+
+impl Num {
+    fn of(value: &Option<number_data_point::Value>) -> Option<Num> {
+        match value {
+            Some(number_data_point::Value::AsInt(i)) => Some(Num::Int(*i)),
+            Some(number_data_point::Value::AsDouble(d)) => Some(Num::Double(*d)),
+            None => None,
+        }
+    }
+
+    fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Double(d) => d,
+        }
+    }
+
+    fn zero_like(self) -> Num {
+        match self {
+            Num::Int(_) => Num::Int(0),
+            Num::Double(_) => Num::Double(0.0),
+        }
+    }
+
+    fn add(self, other: Num) -> Num {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => Num::Int(a.wrapping_add(b)),
+            _ => Num::Double(self.as_f64() + other.as_f64()),
+        }
+    }
+
+    fn sub(self, other: Num) -> Num {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => Num::Int(a.wrapping_sub(b)),
+            _ => Num::Double(self.as_f64() - other.as_f64()),
+        }
+    }
+
+    fn less_than(self, other: Num) -> bool {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => a < b,
+            _ => self.as_f64() < other.as_f64(),
+        }
+    }
+
+    fn value(self) -> number_data_point::Value {
+        match self {
+            Num::Int(i) => number_data_point::Value::AsInt(i),
+            Num::Double(d) => number_data_point::Value::AsDouble(d),
+        }
+    }
+}
+
+/// The shape of a metric, part of its identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Gauge,
+    Sum { cumulative: bool, monotonic: bool },
+    Histogram { cumulative: bool },
+}
+
+/// What is carried over from one point of a cumulative source series to the next.
+#[derive(Clone, Debug)]
+enum Previous {
+    None,
+    Number {
+        start: u64,
+        time: u64,
+        value: Num,
+    },
+    Histogram {
+        start: u64,
+        time: u64,
+        count: u64,
+        sum: f64,
+        buckets: Vec<u64>,
+    },
+}
+
+struct Source {
+    id: u64,
+    output: u64,
+    last_seen: Instant,
+    labels_dropped: u64,
+    previous: Previous,
+}
+
+#[derive(Clone, Debug, Default)]
+struct HistogramTotal {
+    bounds: Vec<f64>,
+    count: u64,
+    sum: f64,
+    has_sum: bool,
+    buckets: Vec<u64>,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+impl HistogramTotal {
+    fn add(&mut self, count: u64, sum: Option<f64>, buckets: &[u64]) {
+        self.count = self.count.wrapping_add(count);
+        self.sum += sum.unwrap_or(0.0);
+        self.has_sum &= sum.is_some();
+        for (total, n) in self.buckets.iter_mut().zip(buckets) {
+            *total = total.wrapping_add(*n);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.count = 0;
+        self.sum = 0.0;
+        self.has_sum = true;
+        self.buckets.iter_mut().for_each(|b| *b = 0);
+        self.min = None;
+        self.max = None;
+    }
+}
+
+enum Value {
+    /// Running total since `Output::start`.
+    CumulativeSum(Option<Num>),
+    /// Sum of the deltas since the last flush.
+    DeltaSum(Option<Num>),
+    /// Latest (time, value) per source since the last flush.
+    Gauge(HashMap<u64, (u64, Num)>),
+    CumulativeHistogram(HistogramTotal),
+    DeltaHistogram(HistogramTotal),
+}
+
+struct Output {
+    id: u64,
+    stream: u64,
+    key: u128,
+    attributes: Vec<KeyValue>,
+    overflow: bool,
+    sources: u32,
+    last_seen: Instant,
+    /// Start time of cumulative output; earliest start of pending deltas.
+    start: u64,
+    /// Latest input timestamp since the last flush.
+    latest: u64,
+    last_emitted: u64,
+    pending: bool,
+    value: Value,
+}
+
+struct Stream {
+    key: u128,
+    group: u128,
+    resource: Resource,
+    resource_schema_url: String,
+    scope: InstrumentationScope,
+    scope_schema_url: String,
+    name: String,
+    description: String,
+    unit: String,
+    metadata: Vec<KeyValue>,
+    kind: Kind,
+    series: HashMap<u128, u64>,
+    normal_series: usize,
+}
+
+/// Where a metric's points come from and go to.
+struct MetricContext<'a> {
+    source_prefix: u128,
+    stream_key: u128,
+    group: u128,
+    resource: &'a Resource,
+    resource_schema_url: &'a str,
+    scope: &'a InstrumentationScope,
+    scope_schema_url: &'a str,
+    metric: &'a Metric,
+    kind: Kind,
+}
+
+pub struct Aggregator {
+    settings: EngineSettings,
+    metrics: EngineMetrics,
+    streams: HashMap<u64, Stream>,
+    stream_index: HashMap<u128, u64>,
+    outputs: HashMap<u64, Output>,
+    sources: HashMap<u128, Source>,
+    pending: Vec<u64>,
+    next_id: u64,
+    next_flush: Option<Instant>,
+    next_sweep: Option<Instant>,
+}
+
+impl Aggregator {
+    pub fn new(settings: EngineSettings, metrics: EngineMetrics) -> Aggregator {
+        Aggregator {
+            settings,
+            metrics,
+            streams: HashMap::new(),
+            stream_index: HashMap::new(),
+            outputs: HashMap::new(),
+            sources: HashMap::new(),
+            pending: Vec::new(),
+            next_id: 1,
+            next_flush: None,
+            next_sweep: None,
+        }
+    }
+
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// Takes every point of sums, gauges and histograms into the aggregation state; returns
+    /// what passes through at once (summaries and exponential histograms whose labels stay).
+    pub fn ingest(
+        &mut self,
+        mut request: ExportMetricsServiceRequest,
+        rules: &mut impl LabelRules,
+        now: Instant,
+    ) -> Option<ExportMetricsServiceRequest> {
+        self.maybe_sweep(rules, now);
+        for rm in &mut request.resource_metrics {
+            let original = rm.resource.clone().unwrap_or_default();
+            let mut resource = original.clone();
+            rules.resource(&mut resource.attributes);
+            let resource_changed = resource.attributes != original.attributes;
+            if resource_changed {
+                rm.resource = Some(resource.clone());
+            }
+            let mut source_resource = Key::new();
+            hash_attributes(&mut source_resource, &original.attributes);
+            rm.schema_url.hash(&mut source_resource);
+            let mut out_resource = Key::new();
+            hash_attributes(&mut out_resource, &resource.attributes);
+            rm.schema_url.hash(&mut out_resource);
+            for sm in &mut rm.scope_metrics {
+                let scope = sm.scope.clone().unwrap_or_default();
+                let mut scope_key = Key::new();
+                scope.name.hash(&mut scope_key);
+                scope.version.hash(&mut scope_key);
+                hash_attributes(&mut scope_key, &scope.attributes);
+                sm.schema_url.hash(&mut scope_key);
+                let scope_key = scope_key.finish128();
+                let group = {
+                    let mut k = Key::new();
+                    out_resource.finish128().hash(&mut k);
+                    scope_key.hash(&mut k);
+                    k.finish128()
+                };
+                for m in &mut sm.metrics {
+                    let Some(kind) = kind_of(m) else {
+                        self.pass_or_drop(m, resource_changed, rules, now);
+                        continue;
+                    };
+                    let mut desc = Key::new();
+                    m.name.hash(&mut desc);
+                    m.unit.hash(&mut desc);
+                    kind.hash(&mut desc);
+                    let desc = desc.finish128();
+                    let prefix = |resource: &Key| {
+                        let mut k = Key::new();
+                        resource.finish128().hash(&mut k);
+                        scope_key.hash(&mut k);
+                        desc.hash(&mut k);
+                        k.finish128()
+                    };
+                    let data = m.data.take();
+                    let ctx = MetricContext {
+                        source_prefix: prefix(&source_resource),
+                        stream_key: prefix(&out_resource),
+                        group,
+                        resource: &resource,
+                        resource_schema_url: &rm.schema_url,
+                        scope: &scope,
+                        scope_schema_url: &sm.schema_url,
+                        metric: m,
+                        kind,
+                    };
+                    match data {
+                        Some(metric::Data::Gauge(g)) => {
+                            for p in g.data_points {
+                                self.ingest_number(&ctx, p, rules, now);
+                            }
+                        }
+                        Some(metric::Data::Sum(s)) => {
+                            for p in s.data_points {
+                                self.ingest_number(&ctx, p, rules, now);
+                            }
+                        }
+                        Some(metric::Data::Histogram(h)) => {
+                            for p in h.data_points {
+                                self.ingest_histogram(&ctx, p, rules, now);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                sm.metrics
+                    .retain(|m| m.data.as_ref().is_some_and(has_points));
+            }
+            rm.scope_metrics.retain(|sm| !sm.metrics.is_empty());
+        }
+        request
+            .resource_metrics
+            .retain(|rm| !rm.scope_metrics.is_empty());
+        self.metrics.source_series.set(self.sources.len() as i64);
+        self.metrics.active_series.set(self.outputs.len() as i64);
+        if !self.pending.is_empty() && self.next_flush.is_none() {
+            self.next_flush = Some(now + self.settings.flush_interval);
+        }
+        (!request.resource_metrics.is_empty()).then_some(request)
+    }
+
+    /// Summaries, exponential histograms and sums of unspecified temporality are not merged:
+    /// they pass (with their rewritten labels) when no label is removed, and are dropped and
+    /// counted otherwise.
+    fn pass_or_drop(
+        &mut self,
+        m: &mut Metric,
+        resource_changed: bool,
+        rules: &mut impl LabelRules,
+        now: Instant,
+    ) {
+        let name = m.name.clone();
+        let mut keep = |attributes: &mut Vec<KeyValue>, reason: DropReason| {
+            rules.observe(&name, attributes, now);
+            let mut rewritten = attributes.clone();
+            let removed = rules.rewrite(&name, &mut rewritten, now);
+            if resource_changed || removed > 0 {
+                self.metrics.dropped(reason).add(1);
+                return false;
+            }
+            *attributes = rewritten;
+            true
+        };
+        match &mut m.data {
+            Some(metric::Data::Summary(s)) => s
+                .data_points
+                .retain_mut(|p| keep(&mut p.attributes, DropReason::Summary)),
+            Some(metric::Data::ExponentialHistogram(e)) => e
+                .data_points
+                .retain_mut(|p| keep(&mut p.attributes, DropReason::ExponentialHistogram)),
+            Some(metric::Data::Sum(s)) => s
+                .data_points
+                .retain_mut(|p| keep(&mut p.attributes, DropReason::UnspecifiedTemporality)),
+            Some(metric::Data::Histogram(h)) => h
+                .data_points
+                .retain_mut(|p| keep(&mut p.attributes, DropReason::UnspecifiedTemporality)),
+            _ => {}
+        }
+    }
+
+    fn ingest_number(
+        &mut self,
+        ctx: &MetricContext,
+        p: NumberDataPoint,
+        rules: &mut impl LabelRules,
+        now: Instant,
+    ) {
+        if p.flags & NO_RECORDED_VALUE != 0 {
+            return;
+        }
+        let Some(value) = Num::of(&p.value) else {
+            return;
+        };
+        rules.observe(&ctx.metric.name, &p.attributes, now);
+        let Some(source_key) = self.source_for(ctx, &p.attributes, None, rules, now) else {
+            return;
+        };
+        let Some(source) = self.sources.get_mut(&source_key) else {
+            return;
+        };
+        source.last_seen = now;
+        self.metrics.labels_dropped.add(source.labels_dropped);
+        let Some(output) = self.outputs.get_mut(&source.output) else {
+            return;
+        };
+        let contributed = match &mut output.value {
+            Value::Gauge(latest) => {
+                let entry = latest.entry(source.id).or_insert((p.time_unix_nano, value));
+                if p.time_unix_nano >= entry.0 {
+                    *entry = (p.time_unix_nano, value);
+                }
+                true
+            }
+            Value::DeltaSum(total) => {
+                *total = Some(total.map_or(value, |t| t.add(value)));
+                output.start = output.start.min(p.start_time_unix_nano);
+                true
+            }
+            Value::CumulativeSum(total) => {
+                let monotonic = matches!(
+                    ctx.kind,
+                    Kind::Sum {
+                        monotonic: true,
+                        ..
+                    }
+                );
+                let emitted = output.last_emitted != 0;
+                match cumulative_number(
+                    &mut source.previous,
+                    &p,
+                    value,
+                    monotonic,
+                    emitted,
+                    output.start,
+                ) {
+                    Some(delta) => {
+                        if !emitted && (total.is_none() || p.start_time_unix_nano < output.start) {
+                            output.start = p.start_time_unix_nano;
+                        }
+                        *total = Some(total.map_or(delta, |t| t.add(delta)));
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Value::CumulativeHistogram(_) | Value::DeltaHistogram(_) => false,
+        };
+        if contributed {
+            mark_pending(output, &mut self.pending, p.time_unix_nano, now);
+        }
+    }
+
+    fn ingest_histogram(
+        &mut self,
+        ctx: &MetricContext,
+        p: HistogramDataPoint,
+        rules: &mut impl LabelRules,
+        now: Instant,
+    ) {
+        if p.flags & NO_RECORDED_VALUE != 0 {
+            return;
+        }
+        if p.bucket_counts.len() != p.explicit_bounds.len() + 1 && !p.bucket_counts.is_empty() {
+            self.metrics.dropped(DropReason::HistogramBounds).add(1);
+            return;
+        }
+        rules.observe(&ctx.metric.name, &p.attributes, now);
+        let Some(source_key) =
+            self.source_for(ctx, &p.attributes, Some(&p.explicit_bounds), rules, now)
+        else {
+            return;
+        };
+        let Some(source) = self.sources.get_mut(&source_key) else {
+            return;
+        };
+        source.last_seen = now;
+        self.metrics.labels_dropped.add(source.labels_dropped);
+        let Some(output) = self.outputs.get_mut(&source.output) else {
+            return;
+        };
+        let bounds_match = |total: &HistogramTotal| {
+            total.bounds == p.explicit_bounds
+                && (p.bucket_counts.is_empty() || total.buckets.len() == p.bucket_counts.len())
+        };
+        let contributed = match &mut output.value {
+            Value::DeltaHistogram(total) => {
+                if !bounds_match(total) {
+                    self.metrics.dropped(DropReason::HistogramBounds).add(1);
+                    return;
+                }
+                total.add(p.count, p.sum, &p.bucket_counts);
+                total.min = min_opt(total.min, p.min);
+                total.max = max_opt(total.max, p.max);
+                output.start = output.start.min(p.start_time_unix_nano);
+                true
+            }
+            Value::CumulativeHistogram(total) => {
+                if !bounds_match(total) {
+                    self.metrics.dropped(DropReason::HistogramBounds).add(1);
+                    return;
+                }
+                let emitted = output.last_emitted != 0;
+                let fresh = total.count == 0 && !output.pending && !emitted;
+                match cumulative_histogram(&mut source.previous, &p, emitted, output.start) {
+                    Some((count, sum, buckets)) => {
+                        if !emitted && (fresh || p.start_time_unix_nano < output.start) {
+                            output.start = p.start_time_unix_nano;
+                        }
+                        total.add(count, sum, &buckets);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => false,
+        };
+        if contributed {
+            mark_pending(output, &mut self.pending, p.time_unix_nano, now);
+        }
+    }
+
+    /// Finds or creates the source series of a point and, for a new one, its output series.
+    fn source_for(
+        &mut self,
+        ctx: &MetricContext,
+        attributes: &[KeyValue],
+        bounds: Option<&[f64]>,
+        rules: &mut impl LabelRules,
+        now: Instant,
+    ) -> Option<u128> {
+        let mut k = Key::new();
+        ctx.source_prefix.hash(&mut k);
+        hash_attributes(&mut k, attributes);
+        let key = k.finish128();
+        if self.sources.contains_key(&key) {
+            return Some(key);
+        }
+        let mut rewritten = attributes.to_vec();
+        let labels_dropped = rules.rewrite(&ctx.metric.name, &mut rewritten, now);
+        rewritten.sort_by(|a, b| a.key.cmp(&b.key));
+        let stream = self.stream_for(ctx);
+        let output = self.output_for(stream, rewritten, attributes, bounds, now)?;
+        if let Some(o) = self.outputs.get_mut(&output) {
+            o.sources += 1;
+        }
+        let id = self.next_id();
+        self.sources.insert(
+            key,
+            Source {
+                id,
+                output,
+                last_seen: now,
+                labels_dropped,
+                previous: Previous::None,
+            },
+        );
+        Some(key)
+    }
+
+    fn stream_for(&mut self, ctx: &MetricContext) -> u64 {
+        if let Some(id) = self.stream_index.get(&ctx.stream_key) {
+            return *id;
+        }
+        let id = self.next_id();
+        self.stream_index.insert(ctx.stream_key, id);
+        self.streams.insert(
+            id,
+            Stream {
+                key: ctx.stream_key,
+                group: ctx.group,
+                resource: ctx.resource.clone(),
+                resource_schema_url: ctx.resource_schema_url.to_string(),
+                scope: ctx.scope.clone(),
+                scope_schema_url: ctx.scope_schema_url.to_string(),
+                name: ctx.metric.name.clone(),
+                description: ctx.metric.description.clone(),
+                unit: ctx.metric.unit.clone(),
+                metadata: ctx.metric.metadata.clone(),
+                kind: ctx.kind,
+                series: HashMap::new(),
+                normal_series: 0,
+            },
+        );
+        id
+    }
+
+    /// The output series for a new source: its rewritten labels, unless the metric is at its
+    /// series limit (then the overflow series), or a histogram's bounds differ from that
+    /// output's (then its original labels).
+    fn output_for(
+        &mut self,
+        stream_id: u64,
+        rewritten: Vec<KeyValue>,
+        original: &[KeyValue],
+        bounds: Option<&[f64]>,
+        now: Instant,
+    ) -> Option<u64> {
+        let (key, attributes, overflow) = {
+            let stream = self.streams.get(&stream_id)?;
+            let key = attributes_key(&rewritten);
+            let limit = self.settings.max_series_per_metric;
+            let at_limit = limit > 0 && stream.normal_series + 1 >= limit;
+            match stream.series.get(&key) {
+                Some(existing) => {
+                    let o = self.outputs.get(existing)?;
+                    match (bounds, &o.value) {
+                        (Some(b), Value::CumulativeHistogram(t) | Value::DeltaHistogram(t))
+                            if t.bounds != b =>
+                        {
+                            self.metrics.histogram_bounds_mismatch.add(1);
+                            let mut kept = original.to_vec();
+                            kept.sort_by(|a, b| a.key.cmp(&b.key));
+                            let key = attributes_key(&kept);
+                            match stream.series.get(&key) {
+                                Some(id) => return Some(*id),
+                                None => (key, kept, false),
+                            }
+                        }
+                        _ => return Some(*existing),
+                    }
+                }
+                None if at_limit => {
+                    self.metrics.series_overflowed.add(1);
+                    let attributes = vec![KeyValue {
+                        key: OVERFLOW_ATTRIBUTE.to_string(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::BoolValue(true)),
+                        }),
+                        ..Default::default()
+                    }];
+                    let key = attributes_key(&attributes);
+                    if let Some(id) = stream.series.get(&key) {
+                        return Some(*id);
+                    }
+                    (key, attributes, true)
+                }
+                None => (key, rewritten, false),
+            }
+        };
+        let id = self.next_id();
+        let stream = self.streams.get_mut(&stream_id)?;
+        let histogram = || HistogramTotal {
+            bounds: bounds.unwrap_or_default().to_vec(),
+            buckets: vec![0; bounds.map_or(0, |b| b.len() + 1)],
+            has_sum: true,
+            ..Default::default()
+        };
+        let start = match stream.kind {
+            Kind::Sum {
+                cumulative: false, ..
+            }
+            | Kind::Histogram { cumulative: false } => UNSET,
+            _ => 0,
+        };
+        let value = match stream.kind {
+            Kind::Gauge => Value::Gauge(HashMap::new()),
+            Kind::Sum {
+                cumulative: true, ..
+            } => Value::CumulativeSum(None),
+            Kind::Sum { .. } => Value::DeltaSum(None),
+            Kind::Histogram { cumulative: true } => Value::CumulativeHistogram(histogram()),
+            Kind::Histogram { cumulative: false } => Value::DeltaHistogram(histogram()),
+        };
+        stream.series.insert(key, id);
+        if !overflow {
+            stream.normal_series += 1;
+        }
+        self.outputs.insert(
+            id,
+            Output {
+                id,
+                stream: stream_id,
+                key,
+                attributes,
+                overflow,
+                sources: 0,
+                last_seen: now,
+                start,
+                latest: 0,
+                last_emitted: 0,
+                pending: false,
+                value,
+            },
+        );
+        Some(id)
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// When `tick` should next run: the next flush, if anything is pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            None
+        } else {
+            self.next_flush
+        }
+    }
+
+    /// Emits what is pending if the flush interval has passed.
+    pub fn tick(
+        &mut self,
+        rules: &mut impl LabelRules,
+        now: Instant,
+    ) -> Option<ExportMetricsServiceRequest> {
+        self.maybe_sweep(rules, now);
+        if self.next_flush.is_some_and(|t| t <= now) {
+            self.emit()
+        } else {
+            None
+        }
+    }
+
+    /// One point per output series that received data since the last flush.
+    pub fn emit(&mut self) -> Option<ExportMetricsServiceRequest> {
+        self.next_flush = None;
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_unstable();
+        // Points per stream, in the order streams first got pending data.
+        let mut by_stream: Vec<(u64, Vec<Point>)> = Vec::new();
+        let mut stream_slot: HashMap<u64, usize> = HashMap::new();
+        let aggregation = self.settings.gauge_aggregation;
+        for id in pending {
+            let Some(output) = self.outputs.get_mut(&id) else {
+                continue;
+            };
+            let Some(point) = take_point(output, aggregation) else {
+                continue;
+            };
+            let slot = *stream_slot.entry(output.stream).or_insert_with(|| {
+                by_stream.push((output.stream, Vec::new()));
+                by_stream.len() - 1
+            });
+            by_stream[slot].1.push(point);
+        }
+        let mut request = ExportMetricsServiceRequest::default();
+        let mut groups: HashMap<u128, usize> = HashMap::new();
+        for (stream_id, points) in by_stream {
+            let Some(stream) = self.streams.get(&stream_id) else {
+                continue;
+            };
+            let metric = build_metric(stream, points);
+            let slot = *groups.entry(stream.group).or_insert_with(|| {
+                request.resource_metrics.push(ResourceMetrics {
+                    resource: Some(stream.resource.clone()),
+                    scope_metrics: vec![ScopeMetrics {
+                        scope: Some(stream.scope.clone()),
+                        metrics: Vec::new(),
+                        schema_url: stream.scope_schema_url.clone(),
+                    }],
+                    schema_url: stream.resource_schema_url.clone(),
+                });
+                request.resource_metrics.len() - 1
+            });
+            request.resource_metrics[slot].scope_metrics[0]
+                .metrics
+                .push(metric);
+        }
+        (!request.resource_metrics.is_empty()).then_some(request)
+    }
+
+    fn maybe_sweep(&mut self, rules: &mut impl LabelRules, now: Instant) {
+        match self.next_sweep {
+            None => {
+                self.next_sweep = Some(now + self.sweep_interval());
+            }
+            Some(t) if t <= now => {
+                self.sweep(rules, now);
+                self.next_sweep = Some(now + self.sweep_interval());
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn sweep_interval(&self) -> Duration {
+        (self.settings.window / 10).max(Duration::from_secs(1))
+    }
+
+    /// Forgets sources idle for `window`, then outputs with no source left and nothing
+    /// pending, then empty streams.
+    pub fn sweep(&mut self, rules: &mut impl LabelRules, now: Instant) {
+        rules.sweep(now);
+        let window = self.settings.window;
+        let outputs = &mut self.outputs;
+        self.sources.retain(|_, s| {
+            let keep = now.saturating_duration_since(s.last_seen) < window;
+            if !keep && let Some(o) = outputs.get_mut(&s.output) {
+                o.sources = o.sources.saturating_sub(1);
+            }
+            keep
+        });
+        let streams = &mut self.streams;
+        outputs.retain(|_, o| {
+            let keep =
+                o.sources > 0 || o.pending || now.saturating_duration_since(o.last_seen) < window;
+            if !keep && let Some(s) = streams.get_mut(&o.stream) {
+                s.series.remove(&o.key);
+                if !o.overflow {
+                    s.normal_series = s.normal_series.saturating_sub(1);
+                }
+            }
+            keep
+        });
+        let index = &mut self.stream_index;
+        streams.retain(|_, s| {
+            let keep = !s.series.is_empty();
+            if !keep {
+                index.remove(&s.key);
+            }
+            keep
+        });
+        self.metrics.source_series.set(self.sources.len() as i64);
+        self.metrics.active_series.set(self.outputs.len() as i64);
+    }
+
+    #[cfg(test)]
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.sources.len(), self.outputs.len(), self.streams.len())
+    }
+}
+
+fn mark_pending(output: &mut Output, pending: &mut Vec<u64>, time: u64, now: Instant) {
+    output.last_seen = now;
+    output.latest = output.latest.max(time);
+    if !output.pending {
+        output.pending = true;
+        pending.push(output.id);
+    }
+}
+
+enum Point {
+    Number(NumberDataPoint),
+    Histogram(HistogramDataPoint),
+}
+
+/// The point an output emits now; `None` if it has nothing to say.
+fn take_point(output: &mut Output, aggregation: GaugeAggregation) -> Option<Point> {
+    output.pending = false;
+    // Never the same timestamp twice, even at the millisecond resolution of Prometheus.
+    let time = if output.last_emitted == 0 {
+        output.latest
+    } else {
+        output
+            .latest
+            .max((output.last_emitted / NANOS_PER_MILLI + 1) * NANOS_PER_MILLI)
+    };
+    let delta_start = match (output.last_emitted, output.start) {
+        (0, UNSET) => 0,
+        (0, start) => start,
+        (last, _) => last,
+    };
+    let attributes = output.attributes.clone();
+    let point = match &mut output.value {
+        Value::CumulativeSum(total) => Point::Number(NumberDataPoint {
+            attributes,
+            start_time_unix_nano: output.start,
+            time_unix_nano: time,
+            value: Some((*total)?.value()),
+            ..Default::default()
+        }),
+        Value::DeltaSum(total) => {
+            let value = total.take()?;
+            Point::Number(NumberDataPoint {
+                attributes,
+                start_time_unix_nano: delta_start,
+                time_unix_nano: time,
+                value: Some(value.value()),
+                ..Default::default()
+            })
+        }
+        Value::Gauge(latest) => {
+            let value = combine_gauges(latest, aggregation)?;
+            latest.clear();
+            Point::Number(NumberDataPoint {
+                attributes,
+                time_unix_nano: time,
+                value: Some(value.value()),
+                ..Default::default()
+            })
+        }
+        Value::CumulativeHistogram(total) => Point::Histogram(HistogramDataPoint {
+            attributes,
+            start_time_unix_nano: output.start,
+            time_unix_nano: time,
+            count: total.count,
+            sum: total.has_sum.then_some(total.sum),
+            bucket_counts: total.buckets.clone(),
+            explicit_bounds: total.bounds.clone(),
+            ..Default::default()
+        }),
+        Value::DeltaHistogram(total) => {
+            let point = HistogramDataPoint {
+                attributes,
+                start_time_unix_nano: delta_start,
+                time_unix_nano: time,
+                count: total.count,
+                sum: total.has_sum.then_some(total.sum),
+                bucket_counts: total.buckets.clone(),
+                explicit_bounds: total.bounds.clone(),
+                min: total.min,
+                max: total.max,
+                ..Default::default()
+            };
+            total.reset();
+            Point::Histogram(point)
+        }
+    };
+    output.last_emitted = time;
+    output.latest = 0;
+    Some(point)
+}
+
+fn combine_gauges(latest: &HashMap<u64, (u64, Num)>, aggregation: GaugeAggregation) -> Option<Num> {
+    let mut values = latest.values();
+    let first = *values.next()?;
+    let combined = values.fold(first, |acc, v| match aggregation {
+        GaugeAggregation::Last => {
+            if v.0 > acc.0 {
+                *v
+            } else {
+                acc
+            }
+        }
+        GaugeAggregation::Sum => (acc.0.max(v.0), acc.1.add(v.1)),
+        GaugeAggregation::Max => {
+            if acc.1.less_than(v.1) {
+                (acc.0.max(v.0), v.1)
+            } else {
+                (acc.0.max(v.0), acc.1)
+            }
+        }
+        GaugeAggregation::Min => {
+            if v.1.less_than(acc.1) {
+                (acc.0.max(v.0), v.1)
+            } else {
+                (acc.0.max(v.0), acc.1)
+            }
+        }
+    });
+    Some(combined.1)
+}
+
+fn build_metric(stream: &Stream, points: Vec<Point>) -> Metric {
+    let numbers = || {
+        points
+            .iter()
+            .filter_map(|p| match p {
+                Point::Number(n) => Some(n.clone()),
+                Point::Histogram(_) => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let temporality = |cumulative: bool| {
+        if cumulative {
+            AggregationTemporality::Cumulative as i32
+        } else {
+            AggregationTemporality::Delta as i32
+        }
+    };
+    let data = match stream.kind {
+        Kind::Gauge => metric::Data::Gauge(Gauge {
+            data_points: numbers(),
+        }),
+        Kind::Sum {
+            cumulative,
+            monotonic,
+        } => metric::Data::Sum(Sum {
+            data_points: numbers(),
+            aggregation_temporality: temporality(cumulative),
+            is_monotonic: monotonic,
+        }),
+        Kind::Histogram { cumulative } => metric::Data::Histogram(Histogram {
+            data_points: points
+                .into_iter()
+                .filter_map(|p| match p {
+                    Point::Histogram(h) => Some(h),
+                    Point::Number(_) => None,
+                })
+                .collect(),
+            aggregation_temporality: temporality(cumulative),
+        }),
+    };
+    Metric {
+        name: stream.name.clone(),
+        description: stream.description.clone(),
+        unit: stream.unit.clone(),
+        metadata: stream.metadata.clone(),
+        data: Some(data),
+    }
+}
+
+/// How much a cumulative number point adds to its output; `None` for a point to ignore
+/// (a repeat, or older than what was seen).
+fn cumulative_number(
+    previous: &mut Previous,
+    p: &NumberDataPoint,
+    value: Num,
+    monotonic: bool,
+    output_emitted: bool,
+    output_start: u64,
+) -> Option<Num> {
+    let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+    let delta = match previous {
+        Previous::Number {
+            start: s,
+            time: t,
+            value: v,
+        } => {
+            if start < *s || (start == *s && time <= *t) {
+                return None;
+            }
+            let reset = start > *s || (monotonic && value.less_than(*v));
+            if reset { value } else { value.sub(*v) }
+        }
+        // A series that began before its output was first sent has history the output's
+        // start does not cover: only its increments from now on count.
+        _ if output_emitted && start < output_start => value.zero_like(),
+        _ => value,
+    };
+    *previous = Previous::Number { start, time, value };
+    Some(delta)
+}
+
+type HistogramDelta = (u64, Option<f64>, Vec<u64>);
+
+fn cumulative_histogram(
+    previous: &mut Previous,
+    p: &HistogramDataPoint,
+    output_emitted: bool,
+    output_start: u64,
+) -> Option<HistogramDelta> {
+    let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+    let delta = match previous {
+        Previous::Histogram {
+            start: s,
+            time: t,
+            count,
+            sum,
+            buckets,
+        } => {
+            if start < *s || (start == *s && time <= *t) {
+                return None;
+            }
+            let reset = start > *s
+                || p.count < *count
+                || buckets.len() != p.bucket_counts.len()
+                || buckets.iter().zip(&p.bucket_counts).any(|(a, b)| b < a);
+            if reset {
+                (p.count, p.sum, p.bucket_counts.clone())
+            } else {
+                (
+                    p.count - *count,
+                    p.sum.map(|x| x - *sum),
+                    p.bucket_counts
+                        .iter()
+                        .zip(buckets.iter())
+                        .map(|(b, a)| b - a)
+                        .collect(),
+                )
+            }
+        }
+        _ if output_emitted && start < output_start => {
+            (0, p.sum.map(|_| 0.0), vec![0; p.bucket_counts.len()])
+        }
+        _ => (p.count, p.sum, p.bucket_counts.clone()),
+    };
+    *previous = Previous::Histogram {
+        start,
+        time,
+        count: p.count,
+        sum: p.sum.unwrap_or(0.0),
+        buckets: p.bucket_counts.clone(),
+    };
+    Some(delta)
+}
+
+fn min_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn kind_of(m: &Metric) -> Option<Kind> {
+    let cumulative = |t: i32| match t {
+        t if t == AggregationTemporality::Cumulative as i32 => Some(true),
+        t if t == AggregationTemporality::Delta as i32 => Some(false),
+        _ => None,
+    };
+    match m.data.as_ref()? {
+        metric::Data::Gauge(_) => Some(Kind::Gauge),
+        metric::Data::Sum(s) => Some(Kind::Sum {
+            cumulative: cumulative(s.aggregation_temporality)?,
+            monotonic: s.is_monotonic,
+        }),
+        metric::Data::Histogram(h) => Some(Kind::Histogram {
+            cumulative: cumulative(h.aggregation_temporality)?,
+        }),
+        metric::Data::ExponentialHistogram(_) | metric::Data::Summary(_) => None,
+    }
+}
+
+fn has_points(data: &metric::Data) -> bool {
+    match data {
+        metric::Data::Gauge(g) => !g.data_points.is_empty(),
+        metric::Data::Sum(s) => !s.data_points.is_empty(),
+        metric::Data::Histogram(h) => !h.data_points.is_empty(),
+        metric::Data::ExponentialHistogram(e) => !e.data_points.is_empty(),
+        metric::Data::Summary(s) => !s.data_points.is_empty(),
+    }
+}
+
+/// A 128-bit hash from two differently seeded SipHashes: identities are kept as hashes, not
+/// copies of every label, and 128 bits make a collision practically impossible.
+struct Key(DefaultHasher, DefaultHasher);
+
+impl Key {
+    fn new() -> Key {
+        let mut second = DefaultHasher::new();
+        0x5eed_u32.hash(&mut second);
+        Key(DefaultHasher::new(), second)
+    }
+
+    fn finish128(&self) -> u128 {
+        (u128::from(self.0.finish()) << 64) | u128::from(self.1.finish())
+    }
+}
+
+impl Hasher for Key {
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+        self.1.write(bytes);
+    }
+}
+
+fn attributes_key(attributes: &[KeyValue]) -> u128 {
+    let mut k = Key::new();
+    hash_attributes(&mut k, attributes);
+    k.finish128()
+}
+
+/// Hashes attributes in key order, so the order they arrive in does not matter.
+fn hash_attributes(h: &mut impl Hasher, attributes: &[KeyValue]) {
+    let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    sorted.len().hash(h);
+    for kv in sorted {
+        kv.key.hash(h);
+        hash_value(h, kv.value.as_ref());
+    }
+}
+
+pub(crate) fn hash_value(h: &mut impl Hasher, value: Option<&AnyValue>) {
+    match value.and_then(|v| v.value.as_ref()) {
+        None => 0u8.hash(h),
+        Some(any_value::Value::StringValue(s)) => {
+            1u8.hash(h);
+            s.hash(h);
+        }
+        Some(any_value::Value::BoolValue(b)) => {
+            2u8.hash(h);
+            b.hash(h);
+        }
+        Some(any_value::Value::IntValue(i)) => {
+            3u8.hash(h);
+            i.hash(h);
+        }
+        Some(any_value::Value::DoubleValue(d)) => {
+            4u8.hash(h);
+            d.to_bits().hash(h);
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            5u8.hash(h);
+            a.values.len().hash(h);
+            for v in &a.values {
+                hash_value(h, Some(v));
+            }
+        }
+        Some(any_value::Value::KvlistValue(l)) => {
+            6u8.hash(h);
+            hash_attributes(h, &l.values);
+        }
+        Some(any_value::Value::BytesValue(b)) => {
+            7u8.hash(h);
+            b.hash(h);
+        }
+        Some(any_value::Value::StringValueStrindex(i)) => {
+            8u8.hash(h);
+            i.hash(h);
+        }
+    }
+}
