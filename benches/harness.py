@@ -113,79 +113,123 @@ def count_spans(b):
     return n
 
 
-def run_sink(args):
+class SinkStats:
+    """Counters shared by both sink engines, written to --stats-file every 100 ms."""
+
+    def __init__(self, engine):
+        import zlib
+
+        try:
+            import zstandard
+        except ImportError:  # zstd messages are then counted as undecodable and refused
+            zstandard = None
+        self._zlib, self._zstd = zlib, zstandard
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.s = {
+            "pid": os.getpid(),
+            "engine": engine,
+            "requests": 0,
+            "spans": 0,
+            "wire_bytes": 0,
+            "raw_bytes": 0,
+            "max_request_spans": 0,
+            "encodings": {},
+            "other_methods": {},
+            "errors": [],
+            "first_request_mono": None,
+            "last_request_mono": None,
+            "handler_cpu_s": 0.0,
+            "max_in_flight": 0,
+        }
+
+    def decode(self, msg, encoding=None):
+        """(encoding, raw bytes) of one gRPC message: sniffed by magic bytes, or as told."""
+        head = msg[:4]
+        if encoding == "gzip" or (encoding is None and head[:2] == b"\x1f\x8b"):
+            return "gzip", self._zlib.decompress(msg, 31)
+        if encoding == "zstd" or (encoding is None and head == b"\x28\xb5\x2f\xfd"):
+            if self._zstd is None:
+                raise ValueError("zstd message but the zstandard package is not installed")
+            return "zstd", self._zstd.ZstdDecompressor().decompressobj().decompress(msg)
+        if encoding == "deflate":
+            return "deflate", self._zlib.decompress(msg)
+        if encoding not in (None, "identity"):
+            raise ValueError(f"unsupported grpc-encoding {encoding!r}")
+        return "none", msg
+
+    def export(self, msg, encoding=None):
+        """Counts one Export request. Raises ValueError if it cannot be read."""
+        t0 = time.thread_time()
+        with self.lock:
+            self.in_flight += 1
+            self.s["max_in_flight"] = max(self.s["max_in_flight"], self.in_flight)
+        try:
+            enc, data = self.decode(msg, encoding)
+            n = count_spans(data)
+        except Exception as e:
+            with self.lock:
+                self.in_flight -= 1
+                if len(self.s["errors"]) < 20:
+                    self.s["errors"].append(f"{type(e).__name__}: {e}")
+                enc_counts = self.s["encodings"]
+                enc_counts["undecodable"] = enc_counts.get("undecodable", 0) + 1
+            raise ValueError(str(e)) from e
+        now = time.monotonic()
+        with self.lock:
+            s = self.s
+            self.in_flight -= 1
+            s["requests"] += 1
+            s["spans"] += n
+            s["wire_bytes"] += len(msg)
+            s["raw_bytes"] += len(data)
+            s["max_request_spans"] = max(s["max_request_spans"], n)
+            s["encodings"][enc] = s["encodings"].get(enc, 0) + 1
+            if s["first_request_mono"] is None:
+                s["first_request_mono"] = now
+            s["last_request_mono"] = now
+            s["handler_cpu_s"] += time.thread_time() - t0
+        return n
+
+    def other(self, method):
+        with self.lock:
+            self.s["other_methods"][method] = self.s["other_methods"].get(method, 0) + 1
+
+    def write(self, path):
+        with self.lock:
+            snap = json.dumps(self.s)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(snap)
+        os.replace(tmp, path)
+
+
+def _announce(port, args):
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(port))
+    os.replace(tmp, args.port_file)
+
+
+def run_sink_grpcio(args):
+    """grpcio server with a generic handler on raw bytes; grpcio's decompression is off and
+    the sink decompresses by magic bytes. grpcio (1.85) cannot receive `grpc-encoding: zstd`:
+    its HPACK parser rejects the header before any handler runs."""
     import grpc
     from concurrent import futures
 
-    try:
-        import zstandard
-    except ImportError:  # zstd messages are then counted as undecodable and refused
-        zstandard = None
-    import zlib
-
-    lock = threading.Lock()
-    stats = {
-        "pid": os.getpid(),
-        "requests": 0,
-        "spans": 0,
-        "wire_bytes": 0,
-        "raw_bytes": 0,
-        "max_request_spans": 0,
-        "encodings": {},
-        "other_methods": {},
-        "errors": [],
-        "first_request_mono": None,
-        "last_request_mono": None,
-        "handler_cpu_s": 0.0,
-        "max_in_flight": 0,
-    }
-    in_flight = [0]
+    stats = SinkStats("grpcio")
 
     def export(request, context):
-        t0 = time.thread_time()
-        with lock:
-            in_flight[0] += 1
-            stats["max_in_flight"] = max(stats["max_in_flight"], in_flight[0])
         try:
-            data = request
-            head = data[:4]
-            if head[:2] == b"\x1f\x8b":
-                enc = "gzip"
-                data = zlib.decompress(data, 31)
-            elif head == b"\x28\xb5\x2f\xfd":
-                enc = "zstd"
-                if zstandard is None:
-                    raise ValueError("zstd message but the zstandard package is not installed")
-                data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-            else:
-                enc = "none"
-            n = count_spans(data)
-        except Exception as e:  # refuse visibly: the loss shows up in the counts
-            with lock:
-                in_flight[0] -= 1
-                if len(stats["errors"]) < 20:
-                    stats["errors"].append(f"{type(e).__name__}: {e}")
-                stats["encodings"]["undecodable"] = stats["encodings"].get("undecodable", 0) + 1
+            stats.export(request)
+        except ValueError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"sink cannot read message: {e}")
-        now = time.monotonic()
-        with lock:
-            in_flight[0] -= 1
-            stats["requests"] += 1
-            stats["spans"] += n
-            stats["wire_bytes"] += len(request)
-            stats["raw_bytes"] += len(data)
-            stats["max_request_spans"] = max(stats["max_request_spans"], n)
-            stats["encodings"][enc] = stats["encodings"].get(enc, 0) + 1
-            if stats["first_request_mono"] is None:
-                stats["first_request_mono"] = now
-            stats["last_request_mono"] = now
-            stats["handler_cpu_s"] += time.thread_time() - t0
         return b""  # an empty ExportTraceServiceResponse
 
     def other(method):
         def handler(request, context):
-            with lock:
-                stats["other_methods"][method] = stats["other_methods"].get(method, 0) + 1
+            stats.other(method)
             return b""
 
         return handler
@@ -205,28 +249,132 @@ def run_sink(args):
     )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-    def write_stats():
-        with lock:
-            snap = json.dumps(stats)
-        tmp = args.stats_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(snap)
-        os.replace(tmp, args.stats_file)
-
-    write_stats()
-    tmp = args.port_file + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(port))
-    os.replace(tmp, args.port_file)
+    stats.write(args.stats_file)
+    _announce(port, args)
     while not stop.wait(0.1):
-        write_stats()
+        stats.write(args.stats_file)
     server.stop(grace=2).wait(5)
-    write_stats()
+    stats.write(args.stats_file)
+    return 0
+
+
+def run_sink_h2(args):
+    """A minimal unary gRPC server on the pure-Python `h2` package (asyncio), for what grpcio
+    cannot take (zstd). It reads the gRPC message prefix itself and honours grpc-encoding."""
+    import asyncio
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+    import h2.settings
+
+    stats = SinkStats("h2")
+    ok_body = b"\x00\x00\x00\x00\x00"  # one empty, uncompressed message
+
+    def respond(conn, sid, status, message=""):
+        conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+        trailers = [("grpc-status", str(status))]
+        if status == 0:
+            conn.send_data(sid, ok_body)
+        else:
+            trailers.append(("grpc-message", message.encode("ascii", "replace").decode()[:200]))
+        conn.send_headers(sid, trailers, end_stream=True)
+
+    def finish(conn, sid, headers, body):
+        path = headers.get(b":path", b"").decode()
+        if path != TRACE_EXPORT:
+            stats.other(path)
+            respond(conn, sid, 0)
+            return
+        if len(body) < 5:
+            respond(conn, sid, 13, "short gRPC message")
+            return
+        compressed = body[0] == 1
+        length = int.from_bytes(body[1:5], "big")
+        msg = bytes(body[5 : 5 + length])
+        enc = headers.get(b"grpc-encoding", b"identity").decode() if compressed else "identity"
+        try:
+            stats.export(msg, enc)
+        except ValueError as e:
+            respond(conn, sid, 12 if "grpc-encoding" in str(e) else 3, f"sink: {e}")
+            return
+        respond(conn, sid, 0)
+
+    window = 32 * 1024 * 1024
+
+    async def handle(reader, writer):
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None))
+        # Our settings go out in the first SETTINGS frame and hold from the start. (Changing
+        # them later with update_settings races: h2 checks the frame size of a whole read
+        # against the old limit even when the ACK is earlier in that read.)
+        conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 256,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: 1 << 20,
+        })
+        conn.max_inbound_frame_size = 1 << 20
+        conn.initiate_connection()
+        conn.increment_flow_control_window(window)
+        writer.write(conn.data_to_send())
+        streams = {}
+        try:
+            while True:
+                data = await reader.read(1 << 20)
+                if not data:
+                    break
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        streams[ev.stream_id] = (dict(ev.headers), bytearray())
+                        with stats.lock:  # requests open at once on this connection
+                            stats.s["max_open_streams"] = max(
+                                stats.s.get("max_open_streams", 0), len(streams))
+                    elif isinstance(ev, h2.events.DataReceived):
+                        if ev.stream_id in streams:
+                            streams[ev.stream_id][1].extend(ev.data)
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        st = streams.pop(ev.stream_id, None)
+                        if st:
+                            finish(conn, ev.stream_id, st[0], st[1])
+                    elif isinstance(ev, h2.events.StreamReset):
+                        streams.pop(ev.stream_id, None)
+                    elif isinstance(ev, h2.events.ConnectionTerminated):
+                        break
+                out = conn.data_to_send()
+                if out:
+                    writer.write(out)
+                    await writer.drain()
+        except (ConnectionError, h2.exceptions.ProtocolError) as e:
+            with stats.lock:
+                if len(stats.s["errors"]) < 20:
+                    stats.s["errors"].append(f"connection: {type(e).__name__}: {e}")
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        stats.write(args.stats_file)
+        _announce(port, args)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+            stats.write(args.stats_file)
+        server.close()
+        stats.write(args.stats_file)
+
+    asyncio.run(main())
     return 0
 
 
@@ -404,10 +552,10 @@ class RssSampler(threading.Thread):
         self.max_kib = 0
         self.samples = 0
         self.max_threads = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 rss = status_kib(self.pid, "VmRSS") or 0
             except OSError:
@@ -415,10 +563,10 @@ class RssSampler(threading.Thread):
             self.max_kib = max(self.max_kib, rss)
             self.max_threads = max(self.max_threads, thread_count(self.pid) or 0)
             self.samples += 1
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=2)
 
 
@@ -507,10 +655,15 @@ def run_config(name, a, procs, workdir):
     # 1. A fresh sink.
     port_file = os.path.join(cdir, "sink.port")
     stats_file = os.path.join(cdir, "sink.stats.json")
+    for stale in (port_file, stats_file):  # a reused --workdir must not feed us an old port
+        if os.path.exists(stale):
+            os.remove(stale)
+    engine = a.sink if a.sink != "auto" else ("h2" if name == "sluice-zstd" else "grpcio")
+    res["sink_engine"] = engine
     sink = procs.start(
         "sink",
-        [sys.executable, os.path.abspath(__file__), "sink", "--port-file", port_file,
-         "--stats-file", stats_file],
+        [sys.executable, os.path.abspath(__file__), "sink", "--engine", engine,
+         "--port-file", port_file, "--stats-file", stats_file],
         os.path.join(cdir, "sink.log"),
     )
     if not wait_for_file(port_file, sink, 20):
@@ -569,6 +722,12 @@ def run_config(name, a, procs, workdir):
     res["threads_idle"] = thread_count(col.pid)
 
     # 4. Load.
+    with open("/proc/loadavg") as f:
+        res["loadavg_1m_before_load"] = float(f.read().split()[0])
+    if res["loadavg_1m_before_load"] > 0.5 * len(os.sched_getaffinity(0)):
+        res["notes"].append(
+            f"machine busy before the load (1-min loadavg {res['loadavg_1m_before_load']}): "
+            "wall times are unreliable, CPU-seconds less so")
     sink_cpu0 = cpu_seconds(sink.pid)
     cpu0 = cpu_seconds(col.pid)
     lg_cmd = [
@@ -650,7 +809,7 @@ def run_config(name, a, procs, workdir):
     res["spans_received_after_stop"] = final.get("spans", 0)
     res["sink"] = {k: final.get(k) for k in (
         "requests", "wire_bytes", "raw_bytes", "max_request_spans", "encodings", "errors",
-        "other_methods", "handler_cpu_s", "max_in_flight")}
+        "other_methods", "handler_cpu_s", "max_in_flight", "max_open_streams")}
     if cpu1 is not None:
         cpu = cpu1 - cpu0
         res["cpu_s"] = round(cpu, 3)
@@ -735,19 +894,21 @@ def markdown(report):
         )
     lines += [
         "",
-        "| config | loadgen CPU s (util) | sink CPU s (util) | collector util | sink wire MiB | "
-        "encoding at sink | sink requests | max sampled RSS MiB |",
-        "|---|---:|---:|---:|---:|---|---:|---:|",
+        "| config | loadgen s | loadgen CPU s (util) | sink CPU s (util) | collector util | "
+        "sink wire MiB | encoding at sink | sink requests | sink | max sampled RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---|---:|",
     ]
     for r in res:
         s = r.get("sink") or {}
         enc = ", ".join(f"{k} {v}" for k, v in sorted((s.get("encodings") or {}).items()))
         wire = s.get("wire_bytes")
         lines.append(
-            f"| {r['config']} | {fmt(r.get('loadgen_cpu_s'))} ({fmt(r.get('loadgen_util'))}) | "
+            f"| {r['config']} | {fmt(r.get('loadgen_s'))} | "
+            f"{fmt(r.get('loadgen_cpu_s'))} ({fmt(r.get('loadgen_util'))}) | "
             f"{fmt(r.get('sink_cpu_s'))} ({fmt(r.get('sink_util'))}) | "
             f"{fmt(r.get('collector_util'))} | {fmt(wire / 2**20 if wire else None, 1)} | "
-            f"{enc or '—'} | {fmt(s.get('requests'))} | {fmt(r.get('max_sampled_rss_mib'), 1)} |"
+            f"{enc or '—'} | {fmt(s.get('requests'))} | {r.get('sink_engine', '—')} | "
+            f"{fmt(r.get('max_sampled_rss_mib'), 1)} |"
         )
     return "\n".join(lines)
 
@@ -757,7 +918,9 @@ def main():
         p = argparse.ArgumentParser(prog="harness.py sink")
         p.add_argument("--port-file", required=True)
         p.add_argument("--stats-file", required=True)
-        return run_sink(p.parse_args(sys.argv[2:]))
+        p.add_argument("--engine", choices=["grpcio", "h2"], default="grpcio")
+        sa = p.parse_args(sys.argv[2:])
+        return run_sink_h2(sa) if sa.engine == "h2" else run_sink_grpcio(sa)
 
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -774,6 +937,9 @@ def main():
                    help="give up when the sink sees no new span for this long")
     p.add_argument("--stop-timeout", type=float, default=10.0, help="SIGTERM → SIGKILL delay")
     p.add_argument("--pause", type=float, default=2.0, help="seconds between configurations")
+    p.add_argument("--sink", choices=["auto", "grpcio", "h2"], default="auto",
+                   help="sink engine: grpcio (generic raw-bytes handler) or h2 (pure-Python "
+                        "HTTP/2, the only one that takes zstd); auto = h2 for sluice-zstd only")
     p.add_argument("--workdir", help="where configs and logs go (default: a new temp dir)")
     p.add_argument("--json", help="write the full report here")
     a = p.parse_args()
@@ -799,6 +965,7 @@ def main():
         "params": {
             "spans": a.spans, "batch": a.batch, "workers": a.workers, "attributes": 10,
             "collector_batch": "8192 spans / 200ms", "idle_s": a.idle, "configs": configs,
+            "sink": a.sink,
             "sluice": a.sluice, "rotel": a.rotel, "workdir": workdir,
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -76,11 +76,7 @@ impl AttributesProcessor {
                         }
                     }
                 }
-                out.push(Batch::new(
-                    Signal::Traces,
-                    r.encode_to_vec().into(),
-                    batch.items,
-                ));
+                out.push(batch.derive(r.encode_to_vec().into(), batch.items));
             }),
             Signal::Logs => ExportLogsServiceRequest::decode(batch.to_bytes()).map(|mut r| {
                 for rl in &mut r.resource_logs {
@@ -90,11 +86,7 @@ impl AttributesProcessor {
                         }
                     }
                 }
-                out.push(Batch::new(
-                    Signal::Logs,
-                    r.encode_to_vec().into(),
-                    batch.items,
-                ));
+                out.push(batch.derive(r.encode_to_vec().into(), batch.items));
             }),
             Signal::Metrics => ExportMetricsServiceRequest::decode(batch.to_bytes())
                 .map(|r| self.process_metrics(r, now, out)),

@@ -159,7 +159,7 @@ impl CardinalityProcessor {
         }
         let i = usize::from(signal == Signal::Logs);
         self.attributes_removed[i].add(removed);
-        out.push(Batch::new(signal, encoded.into(), batch.items));
+        out.push(batch.derive(encoded.into(), batch.items));
     }
 
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
