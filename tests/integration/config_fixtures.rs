@@ -98,6 +98,11 @@ fn invalid_fixtures_name_location_path_and_fix() {
             ":5:3: processors.probabilistic_sampler",
             "sampling precision is too great, should be <= 14: 15",
         ),
+        (
+            "filelog_operator",
+            ":6:15: receivers.file_log.operators[1].type",
+            "`regex_parser` operator is not supported yet",
+        ),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
