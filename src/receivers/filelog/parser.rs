@@ -245,6 +245,7 @@ impl Joiner {
                 out.push(Joined {
                     entry: Entry {
                         message: p.message,
+                        time_ns: p.time_ns,
                         logtag: Some("P".into()),
                         ..entry.clone()
                     },
@@ -266,11 +267,15 @@ impl Joiner {
             start_offset: offset,
         });
         p.message.push_str(&entry.message);
-        p.time_ns = entry.time_ns;
-        if !partial {
-            let message = slot.take().map(|p| p.message).unwrap_or_default();
+        if !partial && let Some(p) = slot.take() {
+            // As the collector: the joined record keeps the first part's time and tag.
             out.push(Joined {
-                entry: Entry { message, ..entry },
+                entry: Entry {
+                    message: p.message,
+                    time_ns: p.time_ns,
+                    logtag: Some("P".into()),
+                    ..entry
+                },
                 split: false,
             });
         }
@@ -389,8 +394,8 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("out-a out-b", Stream::Stdout, 1_687_429_646_000_000_000),
-                ("err-a err-b", Stream::Stderr, 1_687_429_647_000_000_000),
+                ("out-a out-b", Stream::Stdout, 1_687_429_645_000_000_000),
+                ("err-a err-b", Stream::Stderr, 1_687_429_645_000_000_000),
             ]
         );
         assert_eq!(j.held_from(), None);

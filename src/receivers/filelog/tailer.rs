@@ -21,6 +21,8 @@ use super::records;
 
 /// Bytes read from one file per pass, so one busy file cannot starve the others.
 const READ_CHUNK: usize = 64 * 1024;
+/// Closed files remembered so rotated siblings are not read twice.
+const MAX_RELEASED: usize = 4096;
 
 /// Settings the tailer needs, resolved from the receiver's config.
 #[derive(Clone, Debug)]
@@ -110,6 +112,7 @@ struct TrackedFile {
     joiner: Joiner,
     /// The path still names this file (false once renamed away or deleted).
     present: bool,
+    modified: Option<std::time::SystemTime>,
     /// Inside a line longer than `max_log_size`: the stream and time of its first part.
     long_line: Option<Option<(Stream, u64)>>,
     resource: Vec<KeyValue>,
@@ -146,6 +149,9 @@ pub struct Tailer {
     cursor: usize,
     /// Starting positions of files opened (or restarted) since last asked.
     started: Vec<(u64, u64)>,
+    /// Files read to their end and closed, by device, inode and first bytes, so a rotated
+    /// file found beside its path is not read twice.
+    released: std::collections::VecDeque<(u64, u64, Vec<u8>)>,
     pub stats: TailStats,
 }
 
@@ -170,6 +176,7 @@ impl Tailer {
             resume,
             cursor: 0,
             started: Vec::new(),
+            released: std::collections::VecDeque::new(),
             stats: TailStats::default(),
         }
     }
@@ -200,6 +207,12 @@ impl Tailer {
             !p.to_string_lossy().ends_with(".gz")
                 && !self.settings.exclude.iter().any(|e| e.matches(p))
         });
+        let was_present: Vec<(u64, u64)> = self
+            .files
+            .iter()
+            .filter(|f| f.present)
+            .map(|f| (f.dev, f.ino))
+            .collect();
         for f in &mut self.files {
             f.present = false;
         }
@@ -212,6 +225,7 @@ impl Tailer {
                 // While we hold its descriptor the inode cannot be reused, so this is the same
                 // file; it was truncated if it shrank or its first bytes changed.
                 f.present = true;
+                f.modified = meta.modified().ok();
                 if f.path != path {
                     f.path = path;
                     f.file_attrs = file_attrs(&self.settings, &f.path);
@@ -253,31 +267,98 @@ impl Tailer {
                 None if self.first_discovery && !self.settings.start_at_beginning => size,
                 None => 0,
             };
-            tracing::debug!(path = %path.display(), offset, resumed = resumed.is_some(), "Tailing file.");
-            self.stats.files_opened += 1;
-            let id = self.next_id;
-            self.next_id += 1;
-            self.started.push((id, offset));
-            self.files.push(TrackedFile {
-                id,
-                file_attrs: file_attrs(&self.settings, &path),
-                resource: resource(&self.settings, &path),
-                path,
-                file,
-                dev,
-                ino,
-                fingerprint,
-                offset,
-                buf: Vec::new(),
-                joiner: Joiner::default(),
-                present: true,
-                long_line: None,
-            });
+            tracing::debug!(path = %path.display(), ino, offset, resumed = resumed.is_some(), "Tailing file.");
+            self.open_tracked(path, file, &meta, fingerprint, offset, true);
+        }
+        // A path that stopped naming a file was rotated. Files created and rotated again
+        // between two polls never showed under the pattern: they are found beside it.
+        let rotated: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|f| !f.present && was_present.contains(&(f.dev, f.ino)))
+            .map(|f| f.path.clone())
+            .collect();
+        if !self.first_discovery {
+            for path in rotated {
+                self.adopt_rotated_siblings(&path);
+            }
         }
         self.first_discovery = false;
         self.resume.clear();
-        // Files that are gone are read first, to their end, before their successors.
-        self.files.sort_by_key(|f| f.present);
+        // Files that are gone are read first, oldest first, to their end, before their
+        // successors.
+        self.files.sort_by_key(|f| (f.present, f.modified));
+    }
+
+    /// Opens `<path>.*` files (not `.gz`) that are neither open nor already read.
+    fn adopt_rotated_siblings(&mut self, path: &Path) {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let sibling = entry.file_name().to_string_lossy().into_owned();
+            if !sibling.starts_with(&prefix) || sibling.ends_with(".gz") {
+                continue;
+            }
+            let Ok(file) = File::open(entry.path()) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            if !meta.is_file()
+                || self
+                    .files
+                    .iter()
+                    .any(|f| f.dev == meta.dev() && f.ino == meta.ino())
+            {
+                continue;
+            }
+            let fingerprint = read_fingerprint(&file, self.settings.fingerprint_size);
+            let seen = self.released.iter().any(|(dev, ino, fp)| {
+                *dev == meta.dev()
+                    && *ino == meta.ino()
+                    && (fingerprint.starts_with(fp) || fp.starts_with(&fingerprint))
+            });
+            if seen {
+                continue;
+            }
+            tracing::debug!(path = %entry.path().display(), "Reading a file rotated before it was seen.");
+            self.open_tracked(path.to_path_buf(), file, &meta, fingerprint, 0, false);
+        }
+    }
+
+    fn open_tracked(
+        &mut self,
+        path: PathBuf,
+        file: File,
+        meta: &std::fs::Metadata,
+        fingerprint: Vec<u8>,
+        offset: u64,
+        present: bool,
+    ) {
+        self.stats.files_opened += 1;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.started.push((id, offset));
+        self.files.push(TrackedFile {
+            id,
+            file_attrs: file_attrs(&self.settings, &path),
+            resource: resource(&self.settings, &path),
+            path,
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            modified: meta.modified().ok(),
+            fingerprint,
+            offset,
+            buf: Vec::new(),
+            joiner: Joiner::default(),
+            present,
+            long_line: None,
+        });
     }
 
     fn take_resume(&mut self, dev: u64, ino: u64, head: &[u8], size: u64) -> Option<u64> {
@@ -385,7 +466,12 @@ impl Tailer {
                     .push(records::resource_logs(&f.resource, records));
             }
             self.stats.files_closed += 1;
-            tracing::debug!(path = %f.path.display(), "Released a file that is gone and read to its end.");
+            if self.released.len() >= MAX_RELEASED {
+                self.released.pop_front();
+            }
+            self.released
+                .push_back((f.dev, f.ino, std::mem::take(&mut f.fingerprint)));
+            tracing::debug!(path = %f.path.display(), ino = f.ino, offset = f.offset, "Released a file that is gone and read to its end.");
         }
         out
     }
