@@ -641,3 +641,171 @@ fn flush_joiner(
         out.push(records::entry_record(entry, &f.file_attrs, observed));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+    struct Tree(PathBuf);
+
+    impl Tree {
+        fn new(name: &str) -> Tree {
+            let dir =
+                std::env::temp_dir().join(format!("sluice-tailer-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("ns_pod_0a1b/app")).unwrap();
+            Tree(dir)
+        }
+        fn log(&self) -> PathBuf {
+            self.0.join("ns_pod_0a1b/app/0.log")
+        }
+        fn settings(&self, beginning: bool) -> TailerSettings {
+            let config = FilelogConfig {
+                include: vec![format!("{}/*/*/*.log", self.0.display())],
+                start_at: if beginning {
+                    StartAt::Beginning
+                } else {
+                    StartAt::End
+                },
+                fingerprint_size: super::super::config::ByteSize(64),
+                operators: vec![Default::default()],
+                ..Default::default()
+            };
+            TailerSettings::from_config(&config, None).unwrap()
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn line(i: usize) -> String {
+        format!("2024-01-01T00:00:00Z stdout F line {i:04} padding\n")
+    }
+
+    fn bodies(out: &ReadOutput) -> Vec<String> {
+        out.request
+            .resource_logs
+            .iter()
+            .flat_map(|rl| &rl.scope_logs)
+            .flat_map(|sl| &sl.log_records)
+            .filter_map(|r| match r.body.as_ref().and_then(|b| b.value.as_ref()) {
+                Some(Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn poll(t: &mut Tailer) -> Vec<String> {
+        t.discover();
+        bodies(&t.read(1 << 20))
+    }
+
+    fn append(path: &Path, lines: std::ops::Range<usize>) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        for i in lines {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    }
+
+    fn expect(lines: std::ops::Range<usize>) -> Vec<String> {
+        lines.map(|i| format!("line {i:04} padding")).collect()
+    }
+
+    #[test]
+    fn start_at_end_skips_what_was_there_at_start_only() {
+        let tree = Tree::new("end");
+        append(&tree.log(), 0..3);
+        let mut t = Tailer::new(tree.settings(false), Vec::new(), false);
+        assert!(poll(&mut t).is_empty());
+        append(&tree.log(), 3..5);
+        assert_eq!(poll(&mut t), expect(3..5));
+    }
+
+    #[test]
+    fn rename_then_create_reads_the_old_file_to_its_end_first() {
+        let tree = Tree::new("rename");
+        append(&tree.log(), 0..3);
+        let mut t = Tailer::new(tree.settings(true), Vec::new(), false);
+        assert_eq!(poll(&mut t), expect(0..3));
+        append(&tree.log(), 3..5);
+        std::fs::rename(tree.log(), tree.log().with_extension("log.20240101-000000")).unwrap();
+        append(&tree.log(), 5..7);
+        assert_eq!(poll(&mut t), expect(3..7));
+        assert_eq!(t.open_files(), 1, "the rotated file is released");
+    }
+
+    #[test]
+    fn a_file_rotated_between_polls_is_still_read() {
+        let tree = Tree::new("fast");
+        append(&tree.log(), 0..2);
+        let mut t = Tailer::new(tree.settings(true), Vec::new(), false);
+        assert_eq!(poll(&mut t), expect(0..2));
+        std::fs::rename(tree.log(), tree.log().with_extension("log.1")).unwrap();
+        append(&tree.log(), 2..4);
+        std::fs::rename(tree.log(), tree.log().with_extension("log.2")).unwrap();
+        append(&tree.log(), 4..6);
+        assert_eq!(poll(&mut t), expect(2..6));
+        append(&tree.log(), 6..7);
+        assert_eq!(poll(&mut t), expect(6..7), "nothing is read twice");
+    }
+
+    #[test]
+    fn truncation_is_detected_by_size_and_by_fingerprint() {
+        let tree = Tree::new("trunc");
+        append(&tree.log(), 0..3);
+        let mut t = Tailer::new(tree.settings(true), Vec::new(), false);
+        assert_eq!(poll(&mut t), expect(0..3));
+        // Shrunk.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(tree.log())
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&tree.log(), 10..11);
+        assert_eq!(poll(&mut t), expect(10..11));
+        // Truncated and rewritten past the old offset: only the first bytes tell.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(tree.log())
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let mut text = String::from("2024-01-01T00:00:01Z stdout F other first line\n");
+        text.push_str(&line(20).repeat(3));
+        std::fs::write(tree.log(), text).unwrap();
+        let got = poll(&mut t);
+        assert_eq!(got.first().map(String::as_str), Some("other first line"));
+        assert_eq!(t.stats.truncations_detected, 2);
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_only_the_same_file() {
+        let tree = Tree::new("resume");
+        append(&tree.log(), 0..4);
+        let mut t = Tailer::new(tree.settings(false), Vec::new(), false);
+        t.discover();
+        let id = t.take_started()[0].0;
+        let offset = line(0).len() as u64 * 2;
+        let delivered = std::collections::HashMap::from([(id, offset)]);
+        let checkpoint = t.checkpoint(&delivered);
+        assert_eq!(checkpoint.len(), 1);
+        // Same file: resumes after line 1, whatever start_at says.
+        let mut again = Tailer::new(tree.settings(false), checkpoint.clone(), true);
+        assert_eq!(poll(&mut again), expect(2..4));
+        // Other content under the same device and inode: not resumed.
+        let mut other = checkpoint;
+        other[0].fingerprint = to_hex(b"something else");
+        let mut fresh = Tailer::new(tree.settings(true), other, true);
+        assert_eq!(poll(&mut fresh), expect(0..4));
+    }
+}
