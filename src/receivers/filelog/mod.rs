@@ -494,3 +494,72 @@ impl Task {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::consumer::PipelineInput;
+    use tokio::sync::watch;
+
+    /// A full pipeline: the batch is refused, reading pauses, and the same records are
+    /// offered again once there is room — none lost, none doubled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_batches_are_offered_again() {
+        let dir = std::env::temp_dir().join(format!("sluice-refusal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ns_pod_0a1b/app")).unwrap();
+        let lines: String = (0..100)
+            .map(|i| format!("2024-01-01T00:00:00Z stdout F line {i}\n"))
+            .collect();
+        std::fs::write(dir.join("ns_pod_0a1b/app/0.log"), lines).unwrap();
+        let config = FilelogConfig {
+            include: vec![format!("{}/*/*/*.log", dir.display())],
+            start_at: config::StartAt::Beginning,
+            poll_interval: Duration::from_millis(20),
+            operators: vec![Default::default()],
+            ..Default::default()
+        };
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(Batch::new(Signal::Logs, Bytes::new(), 0))
+            .unwrap();
+        let consumer = Consumer::new(vec![PipelineInput {
+            pipeline: "logs".into(),
+            tx,
+            gates: Vec::new(),
+        }]);
+        let registry = Registry::default();
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = FilelogReceiver::new("filelog", &config, None)
+            .start(
+                Consumers {
+                    logs: Some(consumer),
+                    ..Default::default()
+                },
+                &registry,
+                stop_rx,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let refused = registry.value("otelcol_receiver_refused_log_records_total", "");
+        assert!(refused >= 100, "refused {refused}");
+        assert_eq!(rx.recv().await.map(|b| b.items), Some(0)); // the filler
+        let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.items, 100);
+        drop(batch);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(rx.try_recv().is_err(), "nothing is sent twice");
+        assert_eq!(
+            registry.value("otelcol_receiver_accepted_log_records_total", ""),
+            100
+        );
+        stop.send(true).unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
