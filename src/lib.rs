@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod exporters;
+pub mod extensions;
 pub mod loadgen;
 pub mod otlp;
 pub mod pipeline;

@@ -8,27 +8,32 @@ use crate::exporters::debug::DebugExporterConfig;
 use crate::exporters::file::FileExporterConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
 use crate::exporters::otlphttp::OtlpHttpExporterConfig;
+use crate::extensions::file_storage::FileStorageConfig;
 use crate::otlp::Signal;
 use crate::processors::attributes::AttributesConfig;
 use crate::processors::batch::BatchConfig;
 use crate::processors::cardinality::CardinalityConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
 use crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig;
+use crate::receivers::filelog::config::{FilelogConfig, OPERATOR_TYPES};
 use crate::receivers::otlp::config::OtlpReceiverConfig;
 use crate::telemetry::health::HealthCheckConfig;
 
 const ALL: &[Signal] = &Signal::ALL;
 const TRACES_AND_LOGS: &[Signal] = &[Signal::Traces, Signal::Logs];
+const LOGS: &[Signal] = &[Signal::Logs];
 
 #[derive(Clone, Debug)]
 pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
+    Filelog(FilelogConfig),
 }
 
 impl ReceiverConfig {
     pub fn signals(&self) -> &'static [Signal] {
         match self {
             ReceiverConfig::Otlp(_) => ALL,
+            ReceiverConfig::Filelog(_) => LOGS,
         }
     }
 }
@@ -71,11 +76,12 @@ impl ExporterConfig {
 #[derive(Clone, Debug)]
 pub enum ExtensionConfig {
     HealthCheck(HealthCheckConfig),
+    FileStorage(FileStorageConfig),
 }
 
 /// Types the collector has that sluice does not yet: named so the error says "not supported
 /// yet" rather than "unknown".
-const PLANNED_RECEIVERS: &[&str] = &["prometheus", "filelog", "file_log", "hostmetrics", "kafka"];
+const PLANNED_RECEIVERS: &[&str] = &["prometheus", "hostmetrics", "kafka"];
 const PLANNED_PROCESSORS: &[&str] = &[
     "tail_sampling",
     "resource",
@@ -95,13 +101,7 @@ const PLANNED_EXPORTERS: &[&str] = &[
     "prometheus",
     "kafka",
 ];
-const PLANNED_EXTENSIONS: &[&str] = &[
-    "file_storage",
-    "pprof",
-    "zpages",
-    "bearertokenauth",
-    "basicauth",
-];
+const PLANNED_EXTENSIONS: &[&str] = &["pprof", "zpages", "bearertokenauth", "basicauth"];
 
 fn unknown_type(
     role: &str,
@@ -143,12 +143,21 @@ pub fn parse_receiver(
                 .map_err(|e| ConfigError::at(loc, path, e))?;
             Ok(ReceiverConfig::Otlp(config))
         }
+        // `file_log` is the collector's newer spelling; `filelog` stays.
+        "filelog" | "file_log" => {
+            check_operator_types(body, path)?;
+            let config: FilelogConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ReceiverConfig::Filelog(config))
+        }
         _ => Err(unknown_type(
             "receiver",
             id,
             path,
             loc,
-            &["otlp"],
+            &["otlp", "filelog", "file_log"],
             PLANNED_RECEIVERS,
         )),
     }
@@ -261,13 +270,55 @@ pub fn parse_extension(
 ) -> Result<ExtensionConfig, ConfigError> {
     match id.kind.as_str() {
         "health_check" => Ok(ExtensionConfig::HealthCheck(node::from_node(body, path)?)),
+        "file_storage" => {
+            let config: FileStorageConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ExtensionConfig::FileStorage(config))
+        }
         _ => Err(unknown_type(
             "extension",
             id,
             path,
             loc,
-            &["health_check"],
+            &["health_check", "file_storage"],
             PLANNED_EXTENSIONS,
         )),
     }
+}
+
+/// Operators other than the ones built are refused by type, before their keys are read (their
+/// keys would otherwise be reported as unknown).
+fn check_operator_types(body: &Node, path: &str) -> Result<(), ConfigError> {
+    let Some(ops) = node::get(body, "operators") else {
+        return Ok(());
+    };
+    let node::NodeKind::Seq(items) = &ops.kind else {
+        return Ok(());
+    };
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}.operators[{i}]");
+        let Some(kind) = node::get(item, "type") else {
+            return Err(ConfigError::at(
+                &item.loc,
+                &item_path,
+                "an operator needs a `type`",
+            ));
+        };
+        let node::NodeKind::Str(name) = &kind.kind else {
+            continue;
+        };
+        if !OPERATOR_TYPES.contains(&name.as_str()) {
+            return Err(ConfigError::at(
+                &kind.loc,
+                format!("{item_path}.type"),
+                format!(
+                    "`{name}` operator is not supported yet (supported: {})",
+                    OPERATOR_TYPES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -180,6 +180,7 @@ impl Config {
             &exporters,
             &extensions,
         )?;
+        check_storage_references(&receivers, &extensions, &service)?;
         Ok(Config {
             receivers,
             processors,
@@ -589,6 +590,44 @@ fn telemetry_config(
         log_level: level,
         log_json,
     })
+}
+
+/// A receiver's `storage` must name a `file_storage` extension that the service starts.
+fn check_storage_references(
+    receivers: &[Component<ReceiverConfig>],
+    extensions: &[Component<ExtensionConfig>],
+    service: &ServiceConfig,
+) -> Result<(), ConfigError> {
+    for r in receivers {
+        let ReceiverConfig::Filelog(c) = &r.config else {
+            continue;
+        };
+        let Some(storage) = &c.storage else { continue };
+        let path = format!("receivers.{}.storage", r.id);
+        let id = ComponentId::parse(storage).map_err(|e| ConfigError::at(&r.loc, &path, e))?;
+        let Some(ext) = extensions.iter().find(|e| e.id == id) else {
+            return Err(ConfigError::at(
+                &r.loc,
+                &path,
+                format!("storage extension `{id}` is not defined under `extensions`"),
+            ));
+        };
+        if !matches!(ext.config, ExtensionConfig::FileStorage(_)) {
+            return Err(ConfigError::at(
+                &r.loc,
+                &path,
+                format!("extension `{id}` is not a storage extension (use `file_storage`)"),
+            ));
+        }
+        if !service.extensions.contains(&id) {
+            return Err(ConfigError::at(
+                &r.loc,
+                &path,
+                format!("storage extension `{id}` must be listed in `service.extensions`"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn supports(signals: &[Signal], signal: Signal, id: &ComponentId) -> Result<(), String> {

@@ -14,6 +14,7 @@ use crate::config::{ComponentId, Config, ExtensionConfig, ReceiverConfig};
 use crate::exporters::{self, ExporterHandle};
 use crate::otlp::{Batch, Signal};
 use crate::processors::{Chain, Processor};
+use crate::receivers::filelog::FilelogReceiver;
 use crate::receivers::otlp::{Consumers, OtlpReceiver};
 use crate::telemetry::Registry;
 use crate::telemetry::health::{self, Readiness};
@@ -63,6 +64,9 @@ impl Service {
             match &ext.config {
                 ExtensionConfig::HealthCheck(c) => {
                     health::start(c, readiness.clone(), extensions_rx.clone()).await?;
+                }
+                ExtensionConfig::FileStorage(c) => {
+                    c.prepare(&id.to_string())?;
                 }
             }
         }
@@ -137,6 +141,19 @@ impl Service {
             let tasks = match &rec.config {
                 ReceiverConfig::Otlp(c) => {
                     OtlpReceiver::new(&rec.id.to_string(), c)
+                        .start(feeds, &registry, receivers_rx.clone())
+                        .await?
+                }
+                ReceiverConfig::Filelog(c) => {
+                    let storage = c.storage.as_ref().and_then(|s| {
+                        config.extensions.iter().find_map(|e| match &e.config {
+                            ExtensionConfig::FileStorage(fs) if e.id.to_string() == *s => {
+                                Some(fs.directory.clone())
+                            }
+                            _ => None,
+                        })
+                    });
+                    FilelogReceiver::new(&rec.id.to_string(), c, storage)
                         .start(feeds, &registry, receivers_rx.clone())
                         .await?
                 }

@@ -108,6 +108,11 @@ fn invalid_fixtures_name_location_path_and_fix() {
             ":5:3: processors.attributes",
             "include/exclude matching is not supported yet",
         ),
+        (
+            "filelog_operator",
+            ":6:15: receivers.file_log.operators[1].type",
+            "`regex_parser` operator is not supported yet",
+        ),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
@@ -209,7 +214,9 @@ fn later_files_win_when_merged() {
             .to_string(),
     );
     let config = Config::load_sources(&[base, over]).unwrap();
-    let sluice::config::ReceiverConfig::Otlp(otlp) = &config.receivers[0].config;
+    let sluice::config::ReceiverConfig::Otlp(otlp) = &config.receivers[0].config else {
+        panic!("expected the otlp receiver");
+    };
     assert_eq!(
         otlp.protocols.grpc.as_ref().unwrap().endpoint,
         "127.0.0.1:2222"
@@ -220,7 +227,9 @@ fn later_files_win_when_merged() {
 fn env_variables_are_substituted_with_defaults() {
     let text = "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: ${env:SLUICE_IT_UNSET_VAR:-127.0.0.1:3333}\n        max_request_body_size: ${env:SLUICE_IT_UNSET_SIZE:-1024}\nexporters:\n  debug:\nservice:\n  pipelines:\n    logs: {receivers: [otlp], exporters: [debug]}\n";
     let config = Config::load_sources(&[("env.yaml".into(), text.into())]).unwrap();
-    let sluice::config::ReceiverConfig::Otlp(otlp) = &config.receivers[0].config;
+    let sluice::config::ReceiverConfig::Otlp(otlp) = &config.receivers[0].config else {
+        panic!("expected the otlp receiver");
+    };
     let http = otlp.protocols.http.as_ref().unwrap();
     assert_eq!(http.endpoint, "127.0.0.1:3333");
     assert_eq!(http.max_request_body_size, 1024);

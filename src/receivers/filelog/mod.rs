@@ -1,0 +1,565 @@
+//! The `filelog` (`file_log`) receiver with the `container` operator: tails container log
+//! files as a DaemonSet agent does, turns CRI and Docker lines into OTLP log records, and —
+//! with `storage` — remembers how far each file was delivered. Positions advance only when
+//! every exporter has acknowledged a batch (at-least-once); while the pipeline refuses data
+//! the same batch is retried and nothing more is read.
+
+pub mod checkpoint;
+pub mod config;
+pub mod glob;
+pub mod parser;
+pub mod records;
+pub mod tailer;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::otlp::{Batch, Signal};
+use crate::pipeline::ack::Ack;
+use crate::pipeline::consumer::Consumer;
+use crate::receivers::otlp::Consumers;
+use crate::telemetry::Registry;
+use crate::telemetry::metrics::{Counter, Gauge, ReceiverMetrics};
+use crate::telemetry::server::ShutdownRx;
+use checkpoint::CheckpointStore;
+use config::FilelogConfig;
+use tailer::{TailStats, Tailer, TailerSettings};
+
+/// Raw bytes read into one batch.
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Batches handed on and not yet acknowledged; reading pauses at this many.
+const MAX_IN_FLIGHT: usize = 16;
+/// First wait before offering a refused batch again; doubles up to `REFUSAL_BACKOFF_MAX`.
+const REFUSAL_BACKOFF: Duration = Duration::from_millis(50);
+const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long shutdown waits for batches already handed on to be acknowledged.
+const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(3);
+/// The checkpoint is written at most this often.
+const SAVE_INTERVAL: Duration = Duration::from_millis(200);
+
+pub struct FilelogReceiver {
+    id: String,
+    config: FilelogConfig,
+    storage_dir: Option<PathBuf>,
+}
+
+struct Metrics {
+    receiver: ReceiverMetrics,
+    files_open: Gauge,
+    bytes_read: Counter,
+    unparsed: Counter,
+    split: Counter,
+    truncations: Counter,
+    files_skipped: Counter,
+    dropped: Counter,
+    checkpoint_age: Gauge,
+}
+
+impl Metrics {
+    fn new(registry: &Registry, id: &str) -> Metrics {
+        let l = [("receiver", id)];
+        Metrics {
+            receiver: ReceiverMetrics::new(registry, id, "", Signal::Logs),
+            files_open: registry.gauge(
+                "sluice_filelog_files_open",
+                "Files the receiver holds open.",
+                &l,
+            ),
+            bytes_read: registry.counter(
+                "sluice_filelog_read_bytes_total",
+                "Bytes read from log files.",
+                &l,
+            ),
+            unparsed: registry.counter(
+                "sluice_filelog_unparsed_lines_total",
+                "Lines that were not container log lines, passed on as their text.",
+                &l,
+            ),
+            split: registry.counter(
+                "sluice_filelog_split_records_total",
+                "Records cut because a line or a joined message reached max_log_size.",
+                &l,
+            ),
+            truncations: registry.counter(
+                "sluice_filelog_truncations_total",
+                "Files found truncated (copytruncate) and read again from the start.",
+                &l,
+            ),
+            files_skipped: registry.counter(
+                "sluice_filelog_files_skipped_total",
+                "Discoveries of matching files not opened because max_concurrent_files were open.",
+                &l,
+            ),
+            dropped: registry.counter(
+                "sluice_filelog_dropped_log_records_total",
+                "Records an exporter failed to deliver and that were not retried (retry_on_failure off or exhausted).",
+                &l,
+            ),
+            checkpoint_age: registry.gauge(
+                "sluice_filelog_checkpoint_age_seconds",
+                "Seconds since the checkpoint was last written (-1 without storage).",
+                &l,
+            ),
+        }
+    }
+
+    fn add_stats(&self, now: TailStats, before: TailStats) {
+        self.bytes_read.add(now.bytes_read - before.bytes_read);
+        self.unparsed.add(now.unparsed - before.unparsed);
+        self.split.add(now.split - before.split);
+        self.truncations
+            .add(now.truncations_detected - before.truncations_detected);
+        self.files_skipped
+            .add(now.files_skipped - before.files_skipped);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    /// Handed on; waiting for the acknowledgement of `attempt`.
+    Waiting,
+    /// To be offered (again) at this time.
+    Retry(Instant),
+    /// Delivered, or given up on (and counted).
+    Done,
+}
+
+struct InFlight {
+    attempt: u32,
+    payload: Bytes,
+    items: usize,
+    positions: Vec<(u64, u64)>,
+    state: State,
+    refusals: u32,
+    failures: u32,
+    first_failure: Option<Instant>,
+}
+
+impl FilelogReceiver {
+    pub fn new(id: &str, config: &FilelogConfig, storage_dir: Option<PathBuf>) -> FilelogReceiver {
+        FilelogReceiver {
+            id: id.to_string(),
+            config: config.clone(),
+            storage_dir,
+        }
+    }
+
+    pub async fn start(
+        &self,
+        consumers: Consumers,
+        registry: &Registry,
+        shutdown: ShutdownRx,
+    ) -> Result<Vec<JoinHandle<()>>, String> {
+        self.config
+            .validate()
+            .map_err(|e| format!("receiver {}: {e}", self.id))?;
+        let Some(consumer) = consumers.logs.clone() else {
+            return Ok(Vec::new());
+        };
+        let node_name = std::env::var("K8S_NODE_NAME")
+            .ok()
+            .filter(|n| !n.is_empty());
+        let settings = TailerSettings::from_config(&self.config, node_name)
+            .map_err(|e| format!("receiver {}: {e}", self.id))?;
+        let store = self
+            .storage_dir
+            .as_ref()
+            .map(|d| CheckpointStore::new(d, &self.id));
+        let (resume, resuming) = match &store {
+            Some(s) => match s.load() {
+                Ok(files) => (files, s.path().exists()),
+                Err(e) => {
+                    tracing::warn!(receiver = %self.id, error = %e, "Starting without the checkpoint.");
+                    (Vec::new(), false)
+                }
+            },
+            None => (Vec::new(), false),
+        };
+        if !resume.is_empty() {
+            tracing::info!(receiver = %self.id, files = resume.len(), "Resuming from the checkpoint.");
+        }
+        let task = Task {
+            id: self.id.clone(),
+            consumer,
+            store,
+            metrics: Metrics::new(registry, &self.id),
+            poll_interval: self.config.poll_interval,
+            retry: self.config.retry_on_failure.clone(),
+        };
+        let tailer = Tailer::new(settings, resume, resuming);
+        tracing::info!(receiver = %self.id, include = ?self.config.include, "Tailing files.");
+        Ok(vec![tokio::spawn(task.run(tailer, shutdown))])
+    }
+}
+
+struct Task {
+    id: String,
+    consumer: Consumer,
+    store: Option<CheckpointStore>,
+    metrics: Metrics,
+    poll_interval: Duration,
+    retry: config::RetryOnFailure,
+}
+
+impl Task {
+    async fn run(self, tailer: Tailer, mut shutdown: ShutdownRx) {
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(u64, u32, bool)>();
+        let mut inflight: VecDeque<(u64, InFlight)> = VecDeque::new();
+        let mut next_seq = 0u64;
+        // Delivered position per file id; the checkpoint is made of these.
+        let mut delivered: HashMap<u64, u64> = HashMap::new();
+        let mut dirty = false;
+        let mut last_save: Option<Instant> = None;
+        let mut tailer = Some(tailer);
+        let mut next_discovery = Instant::now();
+        let mut read_again = false;
+        let mut stats = TailStats::default();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while let Ok((seq, attempt, ok)) = ack_rx.try_recv() {
+                self.on_ack(&mut inflight, seq, attempt, ok);
+            }
+            // Positions advance in order: a batch counts only once all earlier ones are done.
+            while inflight
+                .front()
+                .is_some_and(|(_, f)| f.state == State::Done)
+            {
+                if let Some((_, f)) = inflight.pop_front() {
+                    for (file, offset) in f.positions {
+                        delivered.insert(file, offset);
+                        dirty = true;
+                    }
+                }
+            }
+            let now = Instant::now();
+            // Offer refused or failed batches again when their time has come.
+            for (seq, f) in inflight.iter_mut() {
+                if let State::Retry(at) = f.state
+                    && at <= now
+                {
+                    self.send(*seq, f, &ack_tx).await;
+                }
+            }
+            let blocked = inflight
+                .iter()
+                .any(|(_, f)| matches!(f.state, State::Retry(_)));
+            let mut read_now = false;
+            if !blocked
+                && inflight.len() < MAX_IN_FLIGHT
+                && let Some(mut t) = tailer.take()
+            {
+                let discover = now >= next_discovery;
+                if discover {
+                    next_discovery = now + self.poll_interval;
+                }
+                if discover || read_again {
+                    let joined = tokio::task::spawn_blocking(move || {
+                        if discover {
+                            t.discover();
+                        }
+                        let starts = t.take_started();
+                        let out = t.read(BATCH_BYTES);
+                        (t, out, starts)
+                    })
+                    .await;
+                    let (t_back, out, starts) = match joined {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(receiver = %self.id, error = %e, "File reader failed; the receiver stops.");
+                            return;
+                        }
+                    };
+                    t = t_back;
+                    for (file, offset) in starts {
+                        delivered.entry(file).or_insert(offset);
+                        dirty = true;
+                    }
+                    self.metrics.add_stats(t.stats, stats);
+                    stats = t.stats;
+                    self.metrics.files_open.set(t.open_files() as i64);
+                    read_again = out.more;
+                    read_now = true;
+                    if out.records > 0 {
+                        let payload = Bytes::from(out.request.encode_to_vec());
+                        let seq = next_seq;
+                        next_seq += 1;
+                        let mut f = InFlight {
+                            attempt: 0,
+                            payload,
+                            items: out.records,
+                            positions: out.positions,
+                            state: State::Retry(now),
+                            refusals: 0,
+                            failures: 0,
+                            first_failure: None,
+                        };
+                        self.send(seq, &mut f, &ack_tx).await;
+                        inflight.push_back((seq, f));
+                    } else if !out.positions.is_empty() {
+                        // Nothing to deliver, but positions moved (or files were new): they
+                        // count once what came before them is delivered.
+                        next_seq += 1;
+                        inflight.push_back((
+                            next_seq - 1,
+                            InFlight {
+                                attempt: 0,
+                                payload: Bytes::new(),
+                                items: 0,
+                                positions: out.positions,
+                                state: State::Done,
+                                refusals: 0,
+                                failures: 0,
+                                first_failure: None,
+                            },
+                        ));
+                    }
+                }
+                tailer = Some(t);
+            }
+            if dirty && let Some(t) = &tailer {
+                delivered.retain(|id, _| t.is_open(*id));
+                if self.save(t, &delivered, &mut last_save, false).await {
+                    dirty = false;
+                }
+            }
+            if let Some(at) = last_save {
+                self.metrics
+                    .checkpoint_age
+                    .set(at.elapsed().as_secs() as i64);
+            } else if self.store.is_none() {
+                self.metrics.checkpoint_age.set(-1);
+            }
+            if read_now && read_again && inflight.len() < MAX_IN_FLIGHT {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let mut wake = next_discovery;
+            if dirty && let Some(at) = last_save {
+                wake = wake.min(at + SAVE_INTERVAL);
+            }
+            for (_, f) in &inflight {
+                if let State::Retry(at) = f.state {
+                    wake = wake.min(at);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                ack = ack_rx.recv() => {
+                    if let Some((seq, attempt, ok)) = ack {
+                        self.on_ack(&mut inflight, seq, attempt, ok);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+        // Stopping: wait a little for what was handed on, then record how far it got.
+        let deadline = Instant::now() + SHUTDOWN_ACK_WAIT;
+        while inflight.iter().any(|(_, f)| f.state == State::Waiting) && Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline.into(), ack_rx.recv()).await {
+                Ok(Some((seq, attempt, ok))) => {
+                    if let Some((_, f)) = inflight.iter_mut().find(|(s, _)| *s == seq)
+                        && f.attempt == attempt
+                        && f.state == State::Waiting
+                    {
+                        // No retries while stopping: an unacknowledged batch is read again
+                        // after restart.
+                        f.state = if ok {
+                            State::Done
+                        } else {
+                            State::Retry(Instant::now())
+                        };
+                    }
+                }
+                _ => break,
+            }
+        }
+        while inflight
+            .front()
+            .is_some_and(|(_, f)| f.state == State::Done)
+        {
+            if let Some((_, f)) = inflight.pop_front() {
+                for (file, offset) in f.positions {
+                    delivered.insert(file, offset);
+                }
+            }
+        }
+        if let Some(t) = &tailer {
+            self.save(t, &delivered, &mut last_save, true).await;
+        }
+        tracing::debug!(receiver = %self.id, "Filelog receiver stopped.");
+    }
+
+    fn on_ack(&self, inflight: &mut VecDeque<(u64, InFlight)>, seq: u64, attempt: u32, ok: bool) {
+        let Some((_, f)) = inflight.iter_mut().find(|(s, _)| *s == seq) else {
+            return;
+        };
+        if f.attempt != attempt || f.state != State::Waiting {
+            return;
+        }
+        if ok {
+            f.state = State::Done;
+            return;
+        }
+        let now = Instant::now();
+        let first = *f.first_failure.get_or_insert(now);
+        let give_up = !self.retry.enabled
+            || (!self.retry.max_elapsed_time.is_zero()
+                && now.duration_since(first) >= self.retry.max_elapsed_time);
+        if give_up {
+            tracing::warn!(receiver = %self.id, records = f.items, "Records were not delivered and are not retried.");
+            self.metrics.dropped.add(f.items as u64);
+            f.state = State::Done;
+        } else {
+            let wait = self
+                .retry
+                .initial_interval
+                .saturating_mul(2u32.saturating_pow(f.failures.min(16)))
+                .min(self.retry.max_interval);
+            f.failures += 1;
+            f.state = State::Retry(now + wait);
+        }
+    }
+
+    /// Offers a batch to the pipelines with a fresh acknowledgement. A refusal (pipeline full,
+    /// memory high) is retried later without limit: that is backpressure, not failure.
+    async fn send(
+        &self,
+        seq: u64,
+        f: &mut InFlight,
+        ack_tx: &mpsc::UnboundedSender<(u64, u32, bool)>,
+    ) {
+        f.attempt += 1;
+        let attempt = f.attempt;
+        let tx = ack_tx.clone();
+        let mut batch = Batch::new(Signal::Logs, f.payload.clone(), f.items);
+        batch.acks.push(Ack::new(move |ok| {
+            let _ = tx.send((seq, attempt, ok));
+        }));
+        match self.consumer.consume(batch).await {
+            Ok(()) => {
+                self.metrics.receiver.accepted.add(f.items as u64);
+                f.refusals = 0;
+                f.state = State::Waiting;
+            }
+            Err(refusal) => {
+                self.metrics.receiver.refused.add(f.items as u64);
+                tracing::debug!(receiver = %self.id, %refusal, "Pipeline refused a batch; reading pauses.");
+                let wait = REFUSAL_BACKOFF
+                    .saturating_mul(2u32.saturating_pow(f.refusals.min(8)))
+                    .min(REFUSAL_BACKOFF_MAX);
+                f.refusals += 1;
+                f.state = State::Retry(Instant::now() + wait);
+            }
+        }
+    }
+
+    async fn save(
+        &self,
+        tailer: &Tailer,
+        delivered: &HashMap<u64, u64>,
+        last_save: &mut Option<Instant>,
+        force: bool,
+    ) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        // Writing at most every SAVE_INTERVAL keeps a busy node from syncing the disk per batch.
+        if !force && last_save.is_some_and(|t| t.elapsed() < SAVE_INTERVAL) {
+            return false;
+        }
+        let entries = tailer.checkpoint(delivered);
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || store.save(&entries)).await;
+        match result {
+            Ok(Ok(())) => {
+                *last_save = Some(Instant::now());
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(receiver = %self.id, error = %e, "Cannot write the checkpoint.");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(receiver = %self.id, error = %e, "Checkpoint writer failed.");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::consumer::PipelineInput;
+    use tokio::sync::watch;
+
+    /// A full pipeline: the batch is refused, reading pauses, and the same records are
+    /// offered again once there is room — none lost, none doubled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_batches_are_offered_again() {
+        let dir = std::env::temp_dir().join(format!("sluice-refusal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ns_pod_0a1b/app")).unwrap();
+        let lines: String = (0..100)
+            .map(|i| format!("2024-01-01T00:00:00Z stdout F line {i}\n"))
+            .collect();
+        std::fs::write(dir.join("ns_pod_0a1b/app/0.log"), lines).unwrap();
+        let config = FilelogConfig {
+            include: vec![format!("{}/*/*/*.log", dir.display())],
+            start_at: config::StartAt::Beginning,
+            poll_interval: Duration::from_millis(20),
+            operators: vec![Default::default()],
+            ..Default::default()
+        };
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(Batch::new(Signal::Logs, Bytes::new(), 0))
+            .unwrap();
+        let consumer = Consumer::new(vec![PipelineInput {
+            pipeline: "logs".into(),
+            tx,
+            gates: Vec::new(),
+        }]);
+        let registry = Registry::default();
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = FilelogReceiver::new("filelog", &config, None)
+            .start(
+                Consumers {
+                    logs: Some(consumer),
+                    ..Default::default()
+                },
+                &registry,
+                stop_rx,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let refused = registry.value("otelcol_receiver_refused_log_records_total", "");
+        assert!(refused >= 100, "refused {refused}");
+        assert_eq!(rx.recv().await.map(|b| b.items), Some(0)); // the filler
+        let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.items, 100);
+        drop(batch);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(rx.try_recv().is_err(), "nothing is sent twice");
+        assert_eq!(
+            registry.value("otelcol_receiver_accepted_log_records_total", ""),
+            100
+        );
+        stop.send(true).unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
