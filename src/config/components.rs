@@ -11,6 +11,7 @@ use crate::exporters::otlphttp::OtlpHttpExporterConfig;
 use crate::otlp::Signal;
 use crate::processors::batch::BatchConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
+use crate::processors::tail_sampling::config::TailSamplingConfig;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
 use crate::telemetry::health::HealthCheckConfig;
 
@@ -33,11 +34,15 @@ impl ReceiverConfig {
 pub enum ProcessorConfig {
     Batch(BatchConfig),
     MemoryLimiter(MemoryLimiterConfig),
+    TailSampling(Box<TailSamplingConfig>),
 }
 
 impl ProcessorConfig {
     pub fn signals(&self) -> &'static [Signal] {
-        ALL
+        match self {
+            ProcessorConfig::TailSampling(_) => &[Signal::Traces],
+            _ => ALL,
+        }
     }
 }
 
@@ -64,7 +69,6 @@ pub enum ExtensionConfig {
 /// yet" rather than "unknown".
 const PLANNED_RECEIVERS: &[&str] = &["prometheus", "filelog", "file_log", "hostmetrics", "kafka"];
 const PLANNED_PROCESSORS: &[&str] = &[
-    "tail_sampling",
     "probabilistic_sampler",
     "attributes",
     "cardinality",
@@ -165,12 +169,19 @@ pub fn parse_processor(
                 .map_err(|e| ConfigError::at(loc, path, e))?;
             Ok(ProcessorConfig::MemoryLimiter(config))
         }
+        "tail_sampling" => {
+            let config: TailSamplingConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ProcessorConfig::TailSampling(Box::new(config)))
+        }
         _ => Err(unknown_type(
             "processor",
             id,
             path,
             loc,
-            &["batch", "memory_limiter"],
+            &["batch", "memory_limiter", "tail_sampling"],
             PLANNED_PROCESSORS,
         )),
     }

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod memory_limiter;
+pub mod tail_sampling;
 
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use crate::telemetry::Registry;
 pub enum Processor {
     Batch(batch::BatchProcessor),
     MemoryLimiter(memory_limiter::MemoryLimiter),
+    TailSampling(Box<tail_sampling::TailSampler>),
 }
 
 impl Processor {
@@ -26,6 +28,9 @@ impl Processor {
             ProcessorConfig::MemoryLimiter(c) => Processor::MemoryLimiter(
                 memory_limiter::MemoryLimiter::new(c.clone(), &id.to_string(), registry),
             ),
+            ProcessorConfig::TailSampling(c) => Processor::TailSampling(Box::new(
+                tail_sampling::TailSampler::new((**c).clone(), &id.to_string(), registry),
+            )),
         }
     }
 
@@ -33,6 +38,7 @@ impl Processor {
         match self {
             Processor::Batch(p) => p.process(batch, now, out),
             Processor::MemoryLimiter(_) => out.push(batch),
+            Processor::TailSampling(p) => p.process(batch, now, out),
         }
     }
 
@@ -40,13 +46,16 @@ impl Processor {
         match self {
             Processor::Batch(p) => p.tick(now, out),
             Processor::MemoryLimiter(_) => {}
+            Processor::TailSampling(p) => p.tick(now, out),
         }
     }
 
-    pub fn flush(&mut self, out: &mut Vec<Batch>) {
+    /// At shutdown: releases everything held (the tail sampler decides what is pending).
+    pub fn flush(&mut self, now: Instant, out: &mut Vec<Batch>) {
         match self {
             Processor::Batch(p) => p.flush(out),
             Processor::MemoryLimiter(_) => {}
+            Processor::TailSampling(p) => p.flush(now, out),
         }
     }
 
@@ -55,6 +64,7 @@ impl Processor {
         match self {
             Processor::Batch(p) => p.next_deadline(),
             Processor::MemoryLimiter(_) => None,
+            Processor::TailSampling(p) => p.next_deadline(),
         }
     }
 }
@@ -90,7 +100,7 @@ impl Chain {
     pub fn flush(&mut self, now: Instant, out: &mut Vec<Batch>) {
         for i in 0..self.stages.len() {
             let mut emitted = Vec::new();
-            self.stages[i].flush(&mut emitted);
+            self.stages[i].flush(now, &mut emitted);
             for b in emitted {
                 feed(&mut self.stages[i + 1..], b, now, out);
             }
