@@ -63,7 +63,6 @@ pub struct TailSampler {
     next_seq: u32,
     /// Times are kept as ms since the first `now` this sampler saw.
     epoch: Option<Instant>,
-    last_ms: u64,
     last_tick_ms: u64,
     wait_ms: u64,
     root_wait_ms: u64,
@@ -242,7 +241,6 @@ impl TailSampler {
             root_due: VecDeque::new(),
             next_seq: 0,
             epoch: None,
-            last_ms: 0,
             last_tick_ms: 0,
             wait_ms,
             root_wait_ms,
@@ -255,9 +253,7 @@ impl TailSampler {
 
     fn ms(&mut self, now: Instant) -> u64 {
         let epoch = *self.epoch.get_or_insert(now);
-        let ms = now.saturating_duration_since(epoch).as_millis() as u64;
-        self.last_ms = self.last_ms.max(ms);
-        ms
+        now.saturating_duration_since(epoch).as_millis() as u64
     }
 
     fn clock(&self, now: Instant, now_ms: u64) -> Clock {

@@ -1524,28 +1524,14 @@ mod properties {
     }
 }
 
-/// Resident memory per pending loadgen span, and the sampler's own accounting of it. Requests
-/// are copies of 200 generated ones with fresh trace ids, so the allocator sees what a
-/// receiver gives it (one buffer per request) rather than the generator's garbage. Run:
-/// `cargo test --release --lib bytes_per_pending_span -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn bytes_per_pending_span() {
-    use crate::loadgen::{Options, generate};
+/// Copies of 200 generated loadgen requests, each with fresh trace ids, as a receiver would
+/// hand them over (one buffer per request).
+fn loadgen_requests(o: &crate::loadgen::Options) -> impl FnMut(usize) -> Batch {
     use rand::SeedableRng;
-    fn rss() -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-        pages * 4096
-    }
-    let (mut ts, _) = sampler(
-        "decision_wait: 1h\nnum_traces: 10000000\nmax_pending_bytes: 10000000000\npolicies: [{name: a, type: always_sample}]",
-    );
-    let o = Options::default();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
     let templates: Vec<(Vec<u8>, Vec<usize>)> = (0..200)
         .map(|_| {
-            let t = generate(&o, 100, &mut rng);
+            let t = crate::loadgen::generate(o, 100, &mut rng);
             let mut offsets = Vec::new();
             crate::otlp::wire::for_each_span(&t, |s| {
                 offsets.push(s.trace_id().as_ptr() as usize - t.as_ptr() as usize)
@@ -1554,15 +1540,32 @@ fn bytes_per_pending_span() {
             (t, offsets)
         })
         .collect();
-    let request = |k: usize| {
+    move |k: usize| {
         let (t, offsets) = &templates[k % templates.len()];
         let mut b = t.clone();
         for &o in offsets {
             b[o..o + 8].copy_from_slice(&(k as u64).to_le_bytes());
         }
         Batch::new(Signal::Traces, b.into(), 100)
-    };
-    let raw = templates[0].0.len() as f64 / 100.0;
+    }
+}
+
+/// Resident memory per pending loadgen span, and the sampler's own accounting of it. Run:
+/// `cargo test --release --lib bytes_per_pending_span -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bytes_per_pending_span() {
+    fn rss() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+    let (mut ts, _) = sampler(
+        "decision_wait: 1h\nnum_traces: 10000000\nmax_pending_bytes: 10000000000\npolicies: [{name: a, type: always_sample}]",
+    );
+    let o = crate::loadgen::Options::default();
+    let mut request = loadgen_requests(&o);
+    let raw = request(0).encoded_len() as f64 / 100.0;
     let t0 = Instant::now();
     let mut out = Vec::new();
     // Warm up the allocator and tables, then measure growth over a million spans.
@@ -1585,4 +1588,39 @@ fn bytes_per_pending_span() {
         took.as_secs_f64() * 1e6 / spans,
     );
     assert!(out.is_empty());
+}
+
+/// CPU per span through the sampler with "keep errors, keep slow, 10% of the rest" on loadgen
+/// traffic with 1% error and 1% slow traces. Run:
+/// `cargo test --release --lib cpu_per_span -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cpu_per_span() {
+    let (mut ts, _) = sampler(
+        "decision_wait: 1s\nnum_traces: 1000000\npolicies: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}, {name: s, type: latency, latency: {threshold_ms: 1000}}, {name: p, type: probabilistic, probabilistic: {sampling_percentage: 10}}]",
+    );
+    let o = crate::loadgen::Options {
+        error_ratio: 0.01,
+        slow_ratio: 0.01,
+        ..Default::default()
+    };
+    let mut request = loadgen_requests(&o);
+    let batches: Vec<Batch> = (0..2_000).map(&mut request).collect();
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let started = Instant::now();
+    for b in batches {
+        ts.process(b, t0, &mut out);
+    }
+    let ingest = started.elapsed();
+    let started = Instant::now();
+    ts.tick(t0 + Duration::from_secs(2), &mut out);
+    let decide = started.elapsed();
+    let kept: usize = out.iter().map(|b| b.items).sum();
+    println!(
+        "200000 spans: ingest {:.2} us/span, decide and re-encode {:.2} us/span, kept {:.1}%",
+        ingest.as_secs_f64() * 1e6 / 200_000.0,
+        decide.as_secs_f64() * 1e6 / 200_000.0,
+        kept as f64 / 2_000.0
+    );
 }
