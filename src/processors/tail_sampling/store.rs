@@ -55,7 +55,7 @@ impl Envelopes {
             return id;
         }
         let bytes: Arc<[u8]> = Arc::from(self.key.as_slice());
-        self.bytes += bytes.len() * 2 + 64;
+        self.bytes += bytes.len() + 96;
         let slot = EnvelopeSlot {
             bytes: Some(bytes.clone()),
             resource_len: resource.len(),
@@ -89,7 +89,7 @@ impl Envelopes {
         if slot.refs == 0
             && let Some(bytes) = slot.bytes.take()
         {
-            self.bytes = self.bytes.saturating_sub(bytes.len() * 2 + 64);
+            self.bytes = self.bytes.saturating_sub(bytes.len() + 96);
             self.ids.remove(&bytes);
             self.free.push(id);
         }
