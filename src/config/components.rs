@@ -15,6 +15,7 @@ use crate::processors::batch::BatchConfig;
 use crate::processors::cardinality::CardinalityConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
 use crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig;
+use crate::processors::tail_sampling::config::TailSamplingConfig;
 use crate::receivers::filelog::config::{FilelogConfig, OPERATOR_TYPES};
 use crate::receivers::otlp::config::OtlpReceiverConfig;
 use crate::telemetry::health::HealthCheckConfig;
@@ -45,6 +46,7 @@ pub enum ProcessorConfig {
     ProbabilisticSampler(ProbabilisticSamplerConfig),
     Cardinality(CardinalityConfig),
     Attributes(AttributesConfig),
+    TailSampling(Box<TailSamplingConfig>),
 }
 
 impl ProcessorConfig {
@@ -55,6 +57,7 @@ impl ProcessorConfig {
             | ProcessorConfig::Cardinality(_)
             | ProcessorConfig::Attributes(_) => ALL,
             ProcessorConfig::ProbabilisticSampler(_) => TRACES_AND_LOGS,
+            ProcessorConfig::TailSampling(_) => &[Signal::Traces],
         }
     }
 }
@@ -83,7 +86,6 @@ pub enum ExtensionConfig {
 /// yet" rather than "unknown".
 const PLANNED_RECEIVERS: &[&str] = &["prometheus", "hostmetrics", "kafka"];
 const PLANNED_PROCESSORS: &[&str] = &[
-    "tail_sampling",
     "resource",
     "filter",
     "transform",
@@ -205,6 +207,13 @@ pub fn parse_processor(
                 .map_err(|e| ConfigError::at(loc, path, e))?;
             Ok(ProcessorConfig::Cardinality(config))
         }
+        "tail_sampling" => {
+            let config: TailSamplingConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ProcessorConfig::TailSampling(Box::new(config)))
+        }
         _ => Err(unknown_type(
             "processor",
             id,
@@ -216,6 +225,7 @@ pub fn parse_processor(
                 "cardinality",
                 "memory_limiter",
                 "probabilistic_sampler",
+                "tail_sampling",
             ],
             PLANNED_PROCESSORS,
         )),

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod cardinality;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;
+pub mod tail_sampling;
 
 use std::time::Instant;
 
@@ -20,6 +21,7 @@ pub enum Processor {
     ProbabilisticSampler(Box<probabilistic_sampler::ProbabilisticSampler>),
     Cardinality(Box<cardinality::CardinalityProcessor>),
     Attributes(Box<attributes::AttributesProcessor>),
+    TailSampling(Box<tail_sampling::TailSampler>),
 }
 
 impl Processor {
@@ -47,6 +49,9 @@ impl Processor {
             ProcessorConfig::Attributes(c) => Processor::Attributes(Box::new(
                 attributes::AttributesProcessor::new(c.clone(), &id.to_string(), registry),
             )),
+            ProcessorConfig::TailSampling(c) => Processor::TailSampling(Box::new(
+                tail_sampling::TailSampler::new((**c).clone(), &id.to_string(), registry),
+            )),
         }
     }
 
@@ -57,6 +62,7 @@ impl Processor {
             Processor::ProbabilisticSampler(p) => p.process(batch, now, out),
             Processor::Cardinality(p) => p.process(batch, now, out),
             Processor::Attributes(p) => p.process(batch, now, out),
+            Processor::TailSampling(p) => p.process(batch, now, out),
         }
     }
 
@@ -64,16 +70,19 @@ impl Processor {
         match self {
             Processor::Batch(p) => p.tick(now, out),
             Processor::Cardinality(p) => p.tick(now, out),
+            Processor::TailSampling(p) => p.tick(now, out),
             Processor::MemoryLimiter(_)
             | Processor::ProbabilisticSampler(_)
             | Processor::Attributes(_) => {}
         }
     }
 
-    pub fn flush(&mut self, out: &mut Vec<Batch>) {
+    /// At shutdown: releases everything held (the tail sampler decides what is pending).
+    pub fn flush(&mut self, now: Instant, out: &mut Vec<Batch>) {
         match self {
             Processor::Batch(p) => p.flush(out),
             Processor::Cardinality(p) => p.flush(out),
+            Processor::TailSampling(p) => p.flush(now, out),
             Processor::MemoryLimiter(_)
             | Processor::ProbabilisticSampler(_)
             | Processor::Attributes(_) => {}
@@ -85,6 +94,7 @@ impl Processor {
         match self {
             Processor::Batch(p) => p.next_deadline(),
             Processor::Cardinality(p) => p.next_deadline(),
+            Processor::TailSampling(p) => p.next_deadline(),
             Processor::MemoryLimiter(_)
             | Processor::ProbabilisticSampler(_)
             | Processor::Attributes(_) => None,
@@ -123,7 +133,7 @@ impl Chain {
     pub fn flush(&mut self, now: Instant, out: &mut Vec<Batch>) {
         for i in 0..self.stages.len() {
             let mut emitted = Vec::new();
-            self.stages[i].flush(&mut emitted);
+            self.stages[i].flush(now, &mut emitted);
             for b in emitted {
                 feed(&mut self.stages[i + 1..], b, now, out);
             }

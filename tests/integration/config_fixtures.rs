@@ -34,8 +34,18 @@ fn invalid_fixtures_name_location_path_and_fix() {
         ),
         (
             "not_supported",
-            ":5:3: processors.tail_sampling",
-            "`tail_sampling` is not supported yet",
+            ":5:3: processors.groupbytrace",
+            "`groupbytrace` is not supported yet",
+        ),
+        (
+            "tail_sampling_unknown_policy",
+            ":8:15: processors.tail_sampling.policies[0].type",
+            "unknown value `latncy`; did you mean `latency`?",
+        ),
+        (
+            "tail_sampling_ottl",
+            ":10:9: processors.tail_sampling.policies[1]",
+            "`ottl_condition` policies are not supported",
         ),
         (
             "wrong_type",

@@ -211,3 +211,89 @@ async fn acknowledgements_report_delivery_and_drops() {
             .unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_sampling_keeps_every_error_and_slow_trace_whole() {
+    let grpc_port = free_port();
+    let dir = temp_dir("tail");
+    let out = dir.join("kept.jsonl");
+    let text = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n\
+processors:\n  tail_sampling:\n    decision_wait: 500ms\n    policies:\n\
+\x20     - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}\n\
+\x20     - {{name: slow, type: latency, latency: {{threshold_ms: 1000}}}}\n\
+\x20     - {{name: rest, type: probabilistic, probabilistic: {{sampling_percentage: 10}}}}\n\
+exporters:\n  file:\n    path: {}\n\
+service:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [tail_sampling], exporters: [file]}}\n  telemetry: {{metrics: {{level: none}}}}\n",
+        out.display()
+    );
+    let config = Config::load_sources(&[("tail.yaml".into(), text)]).unwrap();
+    let registry = Registry::default();
+    let service = Service::start(&config, registry.clone()).await.unwrap();
+    let report = loadgen::run(Options {
+        endpoint: Some(format!("127.0.0.1:{grpc_port}")),
+        count: Some(10_000),
+        batch: 100,
+        rate: 0.0,
+        error_ratio: 0.05,
+        slow_ratio: 0.05,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(report.items_accepted, 10_000, "{report}");
+    let global = "otelcol_processor_tail_sampling_global_count_traces_sampled_total";
+    // Decided on the pipeline's own ticks, not at shutdown.
+    wait_for("every trace to be decided", Duration::from_secs(10), || {
+        registry.value(global, "") == 2_000
+    })
+    .await;
+    service.shutdown().await;
+
+    // Group what the file exporter wrote by trace.
+    let mut traces: std::collections::HashMap<String, (usize, bool, bool)> = Default::default();
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in v["resourceSpans"].as_array().unwrap() {
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                for sp in ss["spans"].as_array().unwrap() {
+                    let t = traces
+                        .entry(sp["traceId"].as_str().unwrap().into())
+                        .or_default();
+                    t.0 += 1;
+                    t.1 |= sp["status"]["code"].as_i64() == Some(2);
+                    let ns = |k: &str| match &sp[k] {
+                        serde_json::Value::String(s) => s.parse::<u64>().unwrap(),
+                        n => n.as_u64().unwrap(),
+                    };
+                    t.2 |= ns("endTimeUnixNano") - ns("startTimeUnixNano") >= 1_000_000_000;
+                }
+            }
+        }
+    }
+    assert!(
+        traces.values().all(|t| t.0 == 5),
+        "every kept trace is whole"
+    );
+    let errors = traces.values().filter(|t| t.1).count() as u64;
+    let slow = traces.values().filter(|t| t.2).count() as u64;
+    let count = "otelcol_processor_tail_sampling_count_traces_sampled_total";
+    assert!(errors > 0 && slow > 0);
+    assert_eq!(
+        errors,
+        registry.value(count, "policy=\"errors\",sampled=\"true\"")
+    );
+    assert_eq!(
+        slow,
+        registry.value(count, "policy=\"slow\",sampled=\"true\"")
+    );
+    assert_eq!(
+        traces.len() as u64,
+        registry.value(global, "sampled=\"true\"")
+    );
+    // 10% of the other ~1,800 traces, give or take.
+    let rest = traces.values().filter(|t| !t.1 && !t.2).count();
+    assert!(
+        (100..=300).contains(&rest),
+        "{rest} traces kept by the 10% policy"
+    );
+}
