@@ -13,8 +13,11 @@ wait4's rusage) and the sink's CPU are reported too, to show which process limit
 The sink never decodes protobuf: it takes the raw gRPC message bytes (grpcio's own decompression is
 turned off), decompresses gzip/zstd itself by sniffing the magic bytes, and counts spans by walking
 the wire format ExportTraceServiceRequest.resource_spans(1) -> ScopeSpans(2) -> spans(2).
+grpcio (1.85) cannot receive zstd at all (its HPACK parser rejects `grpc-encoding: zstd` before any
+handler runs), so for sluice-zstd the sink runs on a minimal unary gRPC server built on the
+pure-Python `h2` package instead (`--sink h2` uses it for every configuration, to compare).
 
-Usage (run with a Python that has grpcio and zstandard, e.g. /work/venv-probe/bin/python):
+Usage (run with a Python that has grpcio, h2 and zstandard, e.g. /work/venv-probe/bin/python):
 
     python benches/harness.py --json /tmp/bench.json            # 2,000,000 spans per config
     python benches/harness.py --spans 200000 --json /tmp/q.json # quick run
@@ -617,6 +620,12 @@ exporters:
     tls:
       insecure: true
     compression: {compression}
+    # Push back to the client when the backend (here: compression) is slower than the load,
+    # as rotel does, instead of holding the collector-default 1,000 batches in memory.
+    sending_queue:
+      queue_size: 4
+      num_consumers: 2
+      block_on_overflow: true
 service:
   pipelines:
     traces:
