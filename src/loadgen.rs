@@ -179,7 +179,8 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     let report = runtime.block_on(run(options));
-    println!("{report}");
+    // A closed stdout (`| head`) must not turn a finished run into a panic.
+    let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{report}"));
     if report.accepted_requests > 0 && report.failed_requests == 0 {
         ExitCode::SUCCESS
     } else {
