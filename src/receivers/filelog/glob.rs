@@ -64,6 +64,28 @@ impl Pattern {
         match_segments(&self.segments, &parts)
     }
 
+    /// The deepest directory named literally by the pattern, and whether files can lie below
+    /// its direct children (then it must be watched recursively): what a filesystem watch
+    /// needs to see every change the pattern can match.
+    pub fn watch_root(&self) -> (PathBuf, bool) {
+        let mut root = if self.absolute {
+            PathBuf::from("/")
+        } else {
+            PathBuf::from(".")
+        };
+        // The last segment names files; only the directories before it can be literal.
+        let dirs = self.segments.len().saturating_sub(1);
+        let mut literal = 0;
+        for segment in &self.segments[..dirs] {
+            match segment {
+                Segment::Name(name) if !has_wildcard(name) => root.push(name),
+                _ => break,
+            }
+            literal += 1;
+        }
+        (root, self.segments.len() - literal > 1)
+    }
+
     /// Every regular file the pattern names right now.
     pub fn expand(&self, out: &mut Vec<PathBuf>) {
         let root = if self.absolute {
@@ -281,6 +303,19 @@ fn match_class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_root_is_the_literal_directory_prefix() {
+        let root = |p: &str| Pattern::new(p).unwrap().watch_root();
+        assert_eq!(
+            root("/var/log/pods/*/*/*.log"),
+            (PathBuf::from("/var/log/pods"), true)
+        );
+        assert_eq!(root("/var/log/*.log"), (PathBuf::from("/var/log"), false));
+        assert_eq!(root("/var/log/a.log"), (PathBuf::from("/var/log"), false));
+        assert_eq!(root("/var/**/x.log"), (PathBuf::from("/var"), true));
+        assert_eq!(root("logs/*/x.log"), (PathBuf::from("./logs"), true));
+    }
 
     fn m(p: &str, path: &str) -> bool {
         Pattern::new(p).unwrap().matches(Path::new(path))

@@ -10,6 +10,7 @@ pub mod glob;
 pub mod parser;
 pub mod records;
 pub mod tailer;
+pub mod watch;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use crate::telemetry::server::ShutdownRx;
 use checkpoint::CheckpointStore;
 use config::FilelogConfig;
 use tailer::{TailStats, Tailer, TailerSettings};
+use watch::{Changes, FALLBACK_POLL_FACTOR, FileWatcher};
 
 /// Raw bytes read into one batch.
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -42,6 +44,11 @@ const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
 const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(3);
 /// The checkpoint is written at most this often.
 const SAVE_INTERVAL: Duration = Duration::from_millis(200);
+/// Passes woken by filesystem events are at least this far apart, so a busy node's writes
+/// are read in batches rather than one pass per write.
+const EVENT_PASS_GAP: Duration = Duration::from_millis(20);
+/// After a directory appeared, discovery runs at once and again this much later.
+const NEW_DIR_RESCAN: Duration = Duration::from_millis(100);
 
 pub struct FilelogReceiver {
     id: String,
@@ -191,6 +198,7 @@ impl FilelogReceiver {
             metrics: Metrics::new(registry, &self.id),
             poll_interval: self.config.poll_interval,
             retry: self.config.retry_on_failure.clone(),
+            include: settings.include.clone(),
         };
         let tailer = Tailer::new(settings, resume, resuming);
         tracing::info!(receiver = %self.id, include = ?self.config.include, "Tailing files.");
@@ -205,6 +213,25 @@ struct Task {
     metrics: Metrics,
     poll_interval: Duration,
     retry: config::RetryOnFailure,
+    include: Vec<glob::Pattern>,
+}
+
+/// The inotify side of discovery.
+enum Watching {
+    Active(FileWatcher),
+    /// A watched directory does not exist yet: try again at each poll.
+    Later,
+    /// Unavailable or failed: polling only.
+    Off,
+}
+
+impl Watching {
+    fn watcher(&self) -> Option<&FileWatcher> {
+        match self {
+            Watching::Active(w) => Some(w),
+            _ => None,
+        }
+    }
 }
 
 impl Task {
@@ -217,7 +244,13 @@ impl Task {
         let mut dirty = false;
         let mut last_save: Option<Instant> = None;
         let mut tailer = Some(tailer);
+        let mut watching = Watching::Later;
+        // Set when the watcher starts or stops, for the tailer's next pass.
+        let mut roots_changed = false;
         let mut next_discovery = Instant::now();
+        // While watching: when files the watcher cannot see are looked at next.
+        let mut next_unwatched_poll = Instant::now();
+        let mut last_event_pass: Option<Instant> = None;
         let mut read_again = false;
         let mut stats = TailStats::default();
         loop {
@@ -252,16 +285,56 @@ impl Task {
                 .iter()
                 .any(|(_, f)| matches!(f.state, State::Retry(_)));
             let mut read_now = false;
-            if !blocked
-                && inflight.len() < MAX_IN_FLIGHT
-                && let Some(mut t) = tailer.take()
+            let can_read = !blocked && inflight.len() < MAX_IN_FLIGHT;
+            let gap_over = last_event_pass.is_none_or(|at| now >= at + EVENT_PASS_GAP);
+            if can_read && now >= next_discovery && matches!(watching, Watching::Later) {
+                watching = self.start_watching().await;
+                roots_changed = matches!(watching, Watching::Active(_));
+            }
+            let mut changes = Changes::default();
+            if can_read
+                && gap_over
+                && let Some(w) = watching.watcher()
             {
-                let discover = now >= next_discovery;
+                changes = w.take();
+            }
+            if let Some(error) = changes.failed.take() {
+                tracing::warn!(receiver = %self.id, %error, "File watching failed; finding changes by polling every poll_interval from now on.");
+                watching = Watching::Off;
+                roots_changed = true;
+                next_discovery = now;
+            }
+            if can_read && let Some(mut t) = tailer.take() {
+                let active = watching.watcher().is_some();
+                let discover = now >= next_discovery || changes.discover;
                 if discover {
-                    next_discovery = now + self.poll_interval;
+                    next_discovery = now
+                        + if active {
+                            self.poll_interval * FALLBACK_POLL_FACTOR
+                        } else {
+                            self.poll_interval
+                        };
                 }
-                if discover || read_again {
+                if changes.new_dirs {
+                    // What is created in a new directory before its watch is in place shows
+                    // no event: discovery looks again once the watch surely is.
+                    next_discovery = next_discovery.min(now + NEW_DIR_RESCAN);
+                }
+                let unwatched = active && now >= next_unwatched_poll && t.has_unwatched();
+                if unwatched {
+                    next_unwatched_poll = now + self.poll_interval;
+                }
+                if !changes.is_empty() {
+                    last_event_pass = Some(now);
+                }
+                if discover || read_again || unwatched || !changes.written.is_empty() {
+                    let roots = roots_changed.then(|| watching.watcher().map(FileWatcher::roots));
+                    roots_changed = false;
                     let joined = tokio::task::spawn_blocking(move || {
+                        if let Some(roots) = roots {
+                            t.set_watched_roots(roots);
+                        }
+                        t.mark_written(&changes.written, unwatched);
                         if discover {
                             t.discover();
                         }
@@ -286,6 +359,9 @@ impl Task {
                     stats = t.stats;
                     self.metrics.files_open.set(t.open_files() as i64);
                     read_again = out.more;
+                    if out.rediscover {
+                        next_discovery = Instant::now();
+                    }
                     read_now = true;
                     if out.records > 0 {
                         let payload = Bytes::from(out.request.encode_to_vec());
@@ -341,7 +417,29 @@ impl Task {
                 tokio::task::yield_now().await;
                 continue;
             }
-            let mut wake = next_discovery;
+            // While reading is paused only acknowledgements, retries and saving wake the loop.
+            let can_read = inflight.len() < MAX_IN_FLIGHT
+                && !inflight
+                    .iter()
+                    .any(|(_, f)| matches!(f.state, State::Retry(_)));
+            let watcher = watching.watcher();
+            let mut wake = if can_read {
+                next_discovery
+            } else {
+                Instant::now() + self.poll_interval * FALLBACK_POLL_FACTOR
+            };
+            if can_read && watcher.is_some() && tailer.as_ref().is_some_and(Tailer::has_unwatched) {
+                wake = wake.min(next_unwatched_poll);
+            }
+            let event_gap_over =
+                last_event_pass.is_none_or(|at| Instant::now() >= at + EVENT_PASS_GAP);
+            // Events that arrive within the gap are taken when it ends.
+            if let (true, Some(_), Some(at)) = (can_read, watcher, last_event_pass)
+                && !event_gap_over
+            {
+                wake = wake.min(at + EVENT_PASS_GAP);
+            }
+            let listen = can_read && watcher.is_some() && event_gap_over;
             if dirty && let Some(at) = last_save {
                 wake = wake.min(at + SAVE_INTERVAL);
             }
@@ -358,6 +456,11 @@ impl Task {
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = async {
+                    if let Some(w) = watcher {
+                        w.changed().await;
+                    }
+                }, if listen => {}
             }
         }
         // Stopping: wait a little for what was handed on, then record how far it got.
@@ -395,6 +498,27 @@ impl Task {
             self.save(t, &delivered, &mut last_save, true).await;
         }
         tracing::debug!(receiver = %self.id, "Filelog receiver stopped.");
+    }
+
+    /// Starts watching the patterns' directories; a missing one is tried again later.
+    async fn start_watching(&self) -> Watching {
+        let include = self.include.clone();
+        let started = tokio::task::spawn_blocking(move || FileWatcher::start(&include)).await;
+        match started {
+            Ok(Ok(w)) => {
+                tracing::debug!(receiver = %self.id, "Watching for file changes (inotify); polling is the fallback.");
+                Watching::Active(w)
+            }
+            Ok(Err(e)) if matches!(e.kind, notify::ErrorKind::PathNotFound) => Watching::Later,
+            Ok(Err(e)) => {
+                tracing::warn!(receiver = %self.id, error = %e, "Cannot watch for file changes; finding them by polling every poll_interval.");
+                Watching::Off
+            }
+            Err(e) => {
+                tracing::warn!(receiver = %self.id, error = %e, "Cannot watch for file changes; finding them by polling every poll_interval.");
+                Watching::Off
+            }
+        }
     }
 
     fn on_ack(&self, inflight: &mut VecDeque<(u64, InFlight)>, seq: u64, attempt: u32, ok: bool) {
@@ -556,6 +680,78 @@ mod tests {
             registry.value("otelcol_receiver_accepted_log_records_total", ""),
             100
         );
+        stop.send(true).unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// With inotify, new files and writes are read at once, long before the fallback poll
+    /// (here 10 × 2 s).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_files_and_writes_are_read_before_the_fallback_poll() {
+        let dir = std::env::temp_dir().join(format!("sluice-notify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = FilelogConfig {
+            include: vec![format!("{}/*/*/*.log", dir.display())],
+            start_at: config::StartAt::End,
+            poll_interval: Duration::from_secs(2),
+            operators: vec![Default::default()],
+            ..Default::default()
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let consumer = Consumer::new(vec![PipelineInput {
+            pipeline: "logs".into(),
+            tx,
+            gates: Vec::new(),
+        }]);
+        let registry = Registry::default();
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = FilelogReceiver::new("filelog", &config, None)
+            .start(
+                Consumers {
+                    logs: Some(consumer),
+                    ..Default::default()
+                },
+                &registry,
+                stop_rx,
+            )
+            .await
+            .unwrap();
+        // The first discovery (and the watch) happen at start.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        // A new pod directory and file: read from its start (it appeared after start-up).
+        std::fs::create_dir_all(dir.join("ns_pod_0a1b/app")).unwrap();
+        let log = dir.join("ns_pod_0a1b/app/0.log");
+        std::fs::write(&log, "2024-01-01T00:00:00Z stdout F first\n").unwrap();
+        let batch = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("a new file is read within a second")
+            .unwrap();
+        assert_eq!(batch.items, 1);
+        drop(batch);
+        // A write to it.
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            f.write_all(
+                b"2024-01-01T00:00:01Z stdout F second\n2024-01-01T00:00:02Z stdout F third\n",
+            )
+            .unwrap();
+        }
+        let batch = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("a write is read within a second")
+            .unwrap();
+        assert_eq!(batch.items, 2);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "before any poll"
+        );
+        drop(batch);
         stop.send(true).unwrap();
         for t in tasks {
             t.await.unwrap();

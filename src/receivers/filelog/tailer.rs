@@ -1,6 +1,8 @@
-//! Finding and reading the files: discovery by pattern every poll, identity by device and
-//! inode plus the first bytes (fingerprint), reading complete lines from where each file was
-//! left, and rotation. A file renamed away (kubelet's rename-then-create) or deleted keeps
+//! Finding and reading the files: discovery by pattern (every poll, or when the watcher saw
+//! entries change), identity by device and inode plus the first bytes (fingerprint), reading
+//! complete lines from where each file was left, and rotation. Only files that may have new
+//! data are read: those the watcher saw written, and those whose size or modification time
+//! changed at discovery — an idle file costs one `stat` per poll, nothing more. A file renamed away (kubelet's rename-then-create) or deleted keeps
 //! its descriptor until it has been read to the end, then is closed; a file that shrank
 //! (copytruncate) is read again from the start. Synchronous: the receiver runs it on the
 //! blocking pool.
@@ -18,6 +20,7 @@ use super::config::{ContainerFormat, FilelogConfig, StartAt};
 use super::glob::Pattern;
 use super::parser::{Joined, Joiner, Parsed, Stream, parse_line};
 use super::records;
+use super::watch::WatchedRoots;
 
 /// Bytes read from one file per pass, so one busy file cannot starve the others.
 const READ_CHUNK: usize = 64 * 1024;
@@ -113,6 +116,12 @@ struct TrackedFile {
     /// The path still names this file (false once renamed away or deleted).
     present: bool,
     modified: Option<std::time::SystemTime>,
+    /// Size at the last discovery: with `modified`, tells whether the file changed at all.
+    size_seen: u64,
+    /// May have data past `offset`: read on the next pass.
+    dirty: bool,
+    /// Writes to it are reported by the watcher under `path`.
+    watched: bool,
     /// Inside a line longer than `max_log_size`: the stream and time of its first part.
     long_line: Option<Option<(Stream, u64)>>,
     resource: Vec<KeyValue>,
@@ -138,6 +147,9 @@ pub struct ReadOutput {
     pub positions: Vec<(u64, u64)>,
     /// Some file still has unread data (the byte budget ran out).
     pub more: bool,
+    /// A file was written to but has nothing past its position: it may have been truncated,
+    /// which only discovery can tell.
+    pub rediscover: bool,
 }
 
 pub struct Tailer {
@@ -152,6 +164,8 @@ pub struct Tailer {
     /// Files read to their end and closed, by device, inode and first bytes, so a rotated
     /// file found beside its path is not read twice.
     released: std::collections::VecDeque<(u64, u64, Vec<u8>)>,
+    /// Where the watcher sees writes (`None`: no watcher, discovery finds them).
+    watched_roots: Option<WatchedRoots>,
     pub stats: TailStats,
 }
 
@@ -177,6 +191,7 @@ impl Tailer {
             cursor: 0,
             started: Vec::new(),
             released: std::collections::VecDeque::new(),
+            watched_roots: None,
             stats: TailStats::default(),
         }
     }
@@ -193,6 +208,29 @@ impl Tailer {
 
     pub fn open_files(&self) -> usize {
         self.files.len()
+    }
+
+    /// Tells which files the watcher reports writes for (`None`: it stopped, or there is none).
+    pub fn set_watched_roots(&mut self, roots: Option<WatchedRoots>) {
+        for f in &mut self.files {
+            f.watched = roots.as_ref().is_some_and(|r| r.covers(&f.path));
+        }
+        self.watched_roots = roots;
+    }
+
+    /// Open files whose writes the watcher does not report (paths through symlinks, or no
+    /// watcher): they must be looked at every poll.
+    pub fn has_unwatched(&self) -> bool {
+        self.files.iter().any(|f| f.present && !f.watched)
+    }
+
+    /// Marks the files named by write events, and those the watcher cannot see, to be read.
+    pub fn mark_written(&mut self, written: &std::collections::HashSet<PathBuf>, unwatched: bool) {
+        for f in &mut self.files {
+            if written.contains(&f.path) || (unwatched && !f.watched) {
+                f.dirty = true;
+            }
+        }
     }
 
     /// Finds the files the patterns name now and reconciles them with the open ones.
@@ -225,12 +263,25 @@ impl Tailer {
                 // While we hold its descriptor the inode cannot be reused, so this is the same
                 // file; it was truncated if it shrank or its first bytes changed.
                 f.present = true;
-                f.modified = meta.modified().ok();
                 if f.path != path {
                     f.path = path;
                     f.file_attrs = file_attrs(&self.settings, &f.path);
                     f.resource = resource(&self.settings, &f.path);
+                    f.watched = self
+                        .watched_roots
+                        .as_ref()
+                        .is_some_and(|r| r.covers(&f.path));
                 }
+                // Same size and modification time as at the last look: nothing was written,
+                // so neither the first bytes nor the end need reading. This keeps a poll over
+                // many idle files to one `stat` each.
+                let modified = meta.modified().ok();
+                if size == f.size_seen && modified == f.modified {
+                    continue;
+                }
+                f.size_seen = size;
+                f.modified = modified;
+                f.dirty |= size > f.offset;
                 let changed = size < f.offset || {
                     let mut head = vec![0u8; f.fingerprint.len()];
                     read_full_at(&f.file, &mut head, 0) != f.fingerprint.len()
@@ -246,6 +297,7 @@ impl Tailer {
                     f.joiner = Joiner::default();
                     f.long_line = None;
                     f.fingerprint = read_fingerprint(&f.file, self.settings.fingerprint_size);
+                    f.dirty = true;
                     self.started.push((f.id, 0));
                 }
                 continue;
@@ -343,6 +395,7 @@ impl Tailer {
         let id = self.next_id;
         self.next_id += 1;
         self.started.push((id, offset));
+        let watched = self.watched_roots.as_ref().is_some_and(|r| r.covers(&path));
         self.files.push(TrackedFile {
             id,
             file_attrs: file_attrs(&self.settings, &path),
@@ -352,6 +405,9 @@ impl Tailer {
             dev: meta.dev(),
             ino: meta.ino(),
             modified: meta.modified().ok(),
+            size_seen: meta.size(),
+            dirty: true,
+            watched,
             fingerprint,
             offset,
             buf: Vec::new(),
@@ -371,8 +427,9 @@ impl Tailer {
         (c.offset <= size).then_some(c.offset)
     }
 
-    /// Reads up to `budget` bytes across the files and returns the records they complete.
-    /// Files gone from disk and read to their end are closed afterwards.
+    /// Reads up to `budget` bytes across the files that may have new data and returns the
+    /// records they complete. Files gone from disk and read to their end are closed
+    /// afterwards.
     pub fn read(&mut self, budget: usize) -> ReadOutput {
         let mut out = ReadOutput::default();
         let observed = now_ns();
@@ -386,14 +443,18 @@ impl Tailer {
             .chain(
                 (0..n)
                     .map(|k| (start + k) % n)
-                    .filter(|&i| self.files[i].present),
+                    .filter(|&i| self.files[i].present && self.files[i].dirty),
             )
             .collect();
+        if order.is_empty() {
+            return out;
+        }
         let mut chunk = vec![0u8; READ_CHUNK];
         for &i in &order {
             let mut records = Vec::new();
             let f = &mut self.files[i];
             let before = f.safe_offset();
+            let mut got_any = false;
             loop {
                 if remaining == 0 {
                     out.more = true;
@@ -409,8 +470,15 @@ impl Tailer {
                 };
                 if got == 0 {
                     exhausted[i] = true;
+                    f.dirty = false;
+                    // Told of a write but nothing past our position: truncated?
+                    if !got_any && f.present && f.file.metadata().is_ok_and(|m| m.size() < f.offset)
+                    {
+                        out.rediscover = true;
+                    }
                     break;
                 }
+                got_any = true;
                 remaining -= got;
                 f.offset += got as u64;
                 if f.fingerprint.len() < self.settings.fingerprint_size {
@@ -645,6 +713,7 @@ fn flush_joiner(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receivers::filelog::watch::WatchedRoots;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     struct Tree(PathBuf);
@@ -807,5 +876,44 @@ mod tests {
         other[0].fingerprint = to_hex(b"something else");
         let mut fresh = Tailer::new(tree.settings(true), other, true);
         assert_eq!(poll(&mut fresh), expect(0..4));
+    }
+
+    #[test]
+    fn unchanged_files_are_not_read_again() {
+        let tree = Tree::new("idle");
+        append(&tree.log(), 0..3);
+        let mut t = Tailer::new(tree.settings(true), Vec::new(), false);
+        assert_eq!(poll(&mut t), expect(0..3));
+        t.discover();
+        assert!(!t.files[0].dirty, "same size and time: nothing to read");
+        append(&tree.log(), 3..4);
+        t.discover();
+        assert!(t.files[0].dirty);
+        assert_eq!(bodies(&t.read(1 << 20)), expect(3..4));
+    }
+
+    #[test]
+    fn written_files_are_read_without_discovery() {
+        let tree = Tree::new("written");
+        append(&tree.log(), 0..2);
+        let mut t = Tailer::new(tree.settings(true), Vec::new(), false);
+        t.set_watched_roots(Some(WatchedRoots::default()));
+        assert_eq!(poll(&mut t), expect(0..2));
+        append(&tree.log(), 2..3);
+        assert!(bodies(&t.read(1 << 20)).is_empty(), "not told of the write");
+        let written = std::collections::HashSet::from([tree.log()]);
+        t.mark_written(&written, false);
+        assert_eq!(bodies(&t.read(1 << 20)), expect(2..3));
+        // Truncated: the write event finds nothing past the position and asks for discovery.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(tree.log())
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&tree.log(), 5..6);
+        t.mark_written(&written, false);
+        assert!(t.read(1 << 20).rediscover);
+        assert_eq!(poll(&mut t), expect(5..6));
     }
 }
