@@ -13,20 +13,24 @@ use crate::processors::batch::BatchConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
 use crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
+use crate::receivers::prometheus::config::PrometheusReceiverConfig;
 use crate::telemetry::health::HealthCheckConfig;
 
 const ALL: &[Signal] = &Signal::ALL;
 const TRACES_AND_LOGS: &[Signal] = &[Signal::Traces, Signal::Logs];
+const METRICS: &[Signal] = &[Signal::Metrics];
 
 #[derive(Clone, Debug)]
 pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
+    Prometheus(PrometheusReceiverConfig),
 }
 
 impl ReceiverConfig {
     pub fn signals(&self) -> &'static [Signal] {
         match self {
             ReceiverConfig::Otlp(_) => ALL,
+            ReceiverConfig::Prometheus(_) => METRICS,
         }
     }
 }
@@ -68,7 +72,7 @@ pub enum ExtensionConfig {
 
 /// Types the collector has that sluice does not yet: named so the error says "not supported
 /// yet" rather than "unknown".
-const PLANNED_RECEIVERS: &[&str] = &["prometheus", "filelog", "file_log", "hostmetrics", "kafka"];
+const PLANNED_RECEIVERS: &[&str] = &["filelog", "file_log", "hostmetrics", "kafka"];
 const PLANNED_PROCESSORS: &[&str] = &[
     "tail_sampling",
     "attributes",
@@ -138,12 +142,19 @@ pub fn parse_receiver(
                 .map_err(|e| ConfigError::at(loc, path, e))?;
             Ok(ReceiverConfig::Otlp(config))
         }
+        "prometheus" => {
+            let config: PrometheusReceiverConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ReceiverConfig::Prometheus(config))
+        }
         _ => Err(unknown_type(
             "receiver",
             id,
             path,
             loc,
-            &["otlp"],
+            &["otlp", "prometheus"],
             PLANNED_RECEIVERS,
         )),
     }

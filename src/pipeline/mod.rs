@@ -14,6 +14,7 @@ use crate::exporters::{self, ExporterHandle};
 use crate::otlp::{Batch, Signal};
 use crate::processors::{Chain, Processor};
 use crate::receivers::otlp::{Consumers, OtlpReceiver};
+use crate::receivers::prometheus::PrometheusReceiver;
 use crate::telemetry::Registry;
 use crate::telemetry::health::{self, Readiness};
 use crate::telemetry::server::{self, ShutdownRx};
@@ -136,6 +137,11 @@ impl Service {
             let tasks = match &rec.config {
                 ReceiverConfig::Otlp(c) => {
                     OtlpReceiver::new(&rec.id.to_string(), c)
+                        .start(feeds, &registry, receivers_rx.clone())
+                        .await?
+                }
+                ReceiverConfig::Prometheus(c) => {
+                    PrometheusReceiver::new(&rec.id.to_string(), c)
                         .start(feeds, &registry, receivers_rx.clone())
                         .await?
                 }

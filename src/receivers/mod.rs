@@ -2,3 +2,4 @@
 //! pipelines that list it.
 
 pub mod otlp;
+pub mod prometheus;

@@ -33,6 +33,11 @@ fn invalid_fixtures_name_location_path_and_fix() {
             "unknown receiver type `otlpp`; did you mean `otlp`?",
         ),
         (
+            "prometheus_kubernetes_sd",
+            ":7:13: receivers.prometheus.config.scrape_configs[0].kubernetes_sd_configs",
+            "is not supported yet",
+        ),
+        (
             "not_supported",
             ":5:3: processors.tail_sampling",
             "`tail_sampling` is not supported yet",
@@ -199,7 +204,9 @@ fn later_files_win_when_merged() {
             .to_string(),
     );
     let config = Config::load_sources(&[base, over]).unwrap();
-    let sluice::config::ReceiverConfig::Otlp(otlp) = &config.receivers[0].config;
+    let sluice::config::ReceiverConfig::Otlp(otlp) = &config.receivers[0].config else {
+        panic!("not otlp")
+    };
     assert_eq!(
         otlp.protocols.grpc.as_ref().unwrap().endpoint,
         "127.0.0.1:2222"
@@ -210,7 +217,9 @@ fn later_files_win_when_merged() {
 fn env_variables_are_substituted_with_defaults() {
     let text = "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: ${env:SLUICE_IT_UNSET_VAR:-127.0.0.1:3333}\n        max_request_body_size: ${env:SLUICE_IT_UNSET_SIZE:-1024}\nexporters:\n  debug:\nservice:\n  pipelines:\n    logs: {receivers: [otlp], exporters: [debug]}\n";
     let config = Config::load_sources(&[("env.yaml".into(), text.into())]).unwrap();
-    let sluice::config::ReceiverConfig::Otlp(otlp) = &config.receivers[0].config;
+    let sluice::config::ReceiverConfig::Otlp(otlp) = &config.receivers[0].config else {
+        panic!("not otlp")
+    };
     let http = otlp.protocols.http.as_ref().unwrap();
     assert_eq!(http.endpoint, "127.0.0.1:3333");
     assert_eq!(http.max_request_body_size, 1024);
