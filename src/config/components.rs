@@ -8,6 +8,7 @@ use crate::exporters::debug::DebugExporterConfig;
 use crate::exporters::file::FileExporterConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
 use crate::exporters::otlphttp::OtlpHttpExporterConfig;
+use crate::exporters::prometheusremotewrite::PrometheusRemoteWriteConfig;
 use crate::otlp::Signal;
 use crate::processors::batch::BatchConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
@@ -57,11 +58,15 @@ pub enum ExporterConfig {
     OtlpHttp(OtlpHttpExporterConfig),
     File(FileExporterConfig),
     Debug(DebugExporterConfig),
+    PrometheusRemoteWrite(Box<PrometheusRemoteWriteConfig>),
 }
 
 impl ExporterConfig {
     pub fn signals(&self) -> &'static [Signal] {
-        ALL
+        match self {
+            ExporterConfig::PrometheusRemoteWrite(_) => METRICS,
+            _ => ALL,
+        }
     }
 }
 
@@ -86,14 +91,7 @@ const PLANNED_PROCESSORS: &[&str] = &[
     "resource_detection",
     "groupbytrace",
 ];
-const PLANNED_EXPORTERS: &[&str] = &[
-    "prometheusremotewrite",
-    "prometheus_remote_write",
-    "loadbalancing",
-    "load_balancing",
-    "prometheus",
-    "kafka",
-];
+const PLANNED_EXPORTERS: &[&str] = &["loadbalancing", "load_balancing", "prometheus", "kafka"];
 const PLANNED_EXTENSIONS: &[&str] = &[
     "file_storage",
     "pprof",
@@ -211,6 +209,9 @@ pub fn parse_exporter(
         "otlphttp" | "otlp_http" => ExporterConfig::OtlpHttp(node::from_node(body, path)?),
         "file" => ExporterConfig::File(node::from_node(body, path)?),
         "debug" => ExporterConfig::Debug(node::from_node(body, path)?),
+        "prometheusremotewrite" | "prometheus_remote_write" => {
+            ExporterConfig::PrometheusRemoteWrite(Box::new(node::from_node(body, path)?))
+        }
         _ => {
             return Err(unknown_type(
                 "exporter",
@@ -224,6 +225,8 @@ pub fn parse_exporter(
                     "otlp_http",
                     "file",
                     "debug",
+                    "prometheusremotewrite",
+                    "prometheus_remote_write",
                 ],
                 PLANNED_EXPORTERS,
             ));
@@ -234,6 +237,7 @@ pub fn parse_exporter(
         ExporterConfig::OtlpHttp(c) => c.validate(),
         ExporterConfig::File(c) => c.validate(),
         ExporterConfig::Debug(_) => Ok(()),
+        ExporterConfig::PrometheusRemoteWrite(c) => c.validate(),
     };
     checked.map_err(|e| ConfigError::at(loc, path, e))?;
     Ok(config)
