@@ -336,3 +336,197 @@ pub fn split(series: Vec<prompb::TimeSeries>, max_bytes: usize) -> Vec<prompb::W
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    type Seen = Arc<Mutex<Vec<(http::HeaderMap, Bytes)>>>;
+
+    /// A remote-write backend answering with `statuses` in turn (then 204), recording requests.
+    async fn backend(statuses: Vec<(u16, Option<&'static str>)>) -> (String, Seen) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+        let seen: Seen = Arc::default();
+        let queue = Arc::new(Mutex::new(statuses.into_iter()));
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let recorded = seen.clone();
+        crate::telemetry::server::serve(
+            listener,
+            move |req: http::Request<hyper::body::Incoming>, _| {
+                let recorded = recorded.clone();
+                let queue = queue.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes();
+                    recorded.lock().unwrap().push((parts.headers, body));
+                    let (status, retry_after) = queue.lock().unwrap().next().unwrap_or((204, None));
+                    let mut r =
+                        http::Response::new(Full::new(Bytes::from_static(b"backend says no")));
+                    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    if let Some(v) = retry_after {
+                        r.headers_mut()
+                            .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static(v));
+                    }
+                    r
+                }
+            },
+            rx,
+        );
+        std::mem::forget(_tx);
+        (url, seen)
+    }
+
+    fn payload() -> Bytes {
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("svc".into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "temperature".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                time_unix_nano: 5_000_000_000,
+                                value: Some(number_data_point::Value::AsDouble(21.5)),
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        Bytes::from(request.encode_to_vec())
+    }
+
+    fn exporter(url: &str) -> PrometheusRemoteWriteExporter {
+        let config = PrometheusRemoteWriteConfig {
+            endpoint: url.into(),
+            headers: [("X-Scope-OrgID".to_string(), "tenant-1".to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        config.validate().unwrap();
+        PrometheusRemoteWriteExporter::new(&config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sends_snappy_protobuf_with_the_remote_write_headers() {
+        let (url, seen) = backend(vec![]).await;
+        exporter(&url)
+            .send(Signal::Metrics, &payload())
+            .await
+            .unwrap();
+        let (headers, body) = seen.lock().unwrap()[0].clone();
+        assert_eq!(headers["content-encoding"], "snappy");
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        assert_eq!(headers["x-prometheus-remote-write-version"], "0.1.0");
+        assert!(
+            headers["user-agent"]
+                .to_str()
+                .unwrap()
+                .starts_with("sluice/")
+        );
+        assert_eq!(headers["x-scope-orgid"], "tenant-1");
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        let write = prompb::WriteRequest::decode(raw.as_slice()).unwrap();
+        let series = &write.timeseries[0];
+        let labels: Vec<(&str, &str)> = series
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(labels, vec![("__name__", "temperature"), ("job", "svc")]);
+        assert_eq!(series.samples[0].value, 21.5);
+        assert_eq!(series.samples[0].timestamp, 5000);
+    }
+
+    #[tokio::test]
+    async fn retries_5xx_and_429_but_not_other_4xx() {
+        let (url, _) = backend(vec![
+            (500, None),
+            (503, None),
+            (429, Some("7")),
+            (400, None),
+            (404, None),
+        ])
+        .await;
+        let e = exporter(&url);
+        for expected_retry_after in [None, None, Some(Duration::from_secs(7))] {
+            match e.send(Signal::Metrics, &payload()).await {
+                Err(ExportError::Retryable { retry_after, .. }) => {
+                    assert_eq!(retry_after, expected_retry_after)
+                }
+                other => panic!("expected a retryable error, got {other:?}"),
+            }
+        }
+        for _ in 0..2 {
+            match e.send(Signal::Metrics, &payload()).await {
+                Err(ExportError::Permanent(m)) => assert!(m.contains("backend says no"), "{m}"),
+                other => panic!("expected a permanent error, got {other:?}"),
+            }
+        }
+        assert!(e.send(Signal::Metrics, &payload()).await.is_ok());
+    }
+
+    #[test]
+    fn config_rules() {
+        let ok = PrometheusRemoteWriteConfig {
+            endpoint: "http://prom:9090/api/v1/write".into(),
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.queue().num_consumers, 1);
+        for (bad, why) in [
+            (
+                PrometheusRemoteWriteConfig::default(),
+                "`endpoint` is required",
+            ),
+            (
+                PrometheusRemoteWriteConfig {
+                    endpoint: "https://prom/api/v1/write".into(),
+                    ..Default::default()
+                },
+                "TLS is not supported yet",
+            ),
+            (
+                PrometheusRemoteWriteConfig {
+                    external_labels: [("1bad".to_string(), "x".to_string())]
+                        .into_iter()
+                        .collect(),
+                    ..ok.clone()
+                },
+                "not a valid label name",
+            ),
+            (
+                PrometheusRemoteWriteConfig {
+                    send_metadata: true,
+                    ..ok.clone()
+                },
+                "not supported yet",
+            ),
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+}
