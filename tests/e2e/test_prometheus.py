@@ -125,10 +125,17 @@ def test_scrape_and_remote_write_to_real_prometheus(run_sluice, tmp_path):
         return (f"        - job_name: {name}\n          scrape_interval: 1s\n          metrics_path: {path}\n{extra}"
                 f"          static_configs: [{{targets: ['{HOST}:{port}']}}]\n")
 
+    # The app is found through file_sd_configs (JSON, refreshed every second).
+    sd_file = tmp_path / "sd" / "app.json"
+    sd_file.parent.mkdir()
+    sd_file.write_text(f'[{{"targets": ["{HOST}:{app.port}"], "labels": {{"team": "shop"}}}}]')
+    app_job = (f"        - job_name: app\n          scrape_interval: 1s\n"
+               f"          file_sd_configs: [{{files: ['{sd_file.parent}/*.json'], refresh_interval: 1s}}]\n")
+
     config = (
         "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n"
         + job("node", ne_port)
-        + job("app", app.port)
+        + app_job
         + job("hang", broken_port, "/hang", "          scrape_timeout: 500ms\n")
         + job("fail", broken_port, "/fail")
         + job("garbage", broken_port, "/garbage")
@@ -154,7 +161,8 @@ def test_scrape_and_remote_write_to_real_prometheus(run_sluice, tmp_path):
             # The app's counter sums to the app's own total; its histogram answers quantiles.
             total = app.total()
             wait_until("the app's counter total",
-                       lambda: scalar(prom_port, 'sum(app_requests_total{job="app"})') == total, logs=logs)
+                       lambda: scalar(prom_port, 'sum(app_requests_total{job="app",team="shop"})') == total,
+                       logs=logs)
             q = wait_until("histogram_quantile over the app's histogram",
                            lambda: scalar(prom_port, 'histogram_quantile(0.5, sum by (le) '
                                                      '(app_latency_seconds_bucket{job="app"}))'), logs=logs)

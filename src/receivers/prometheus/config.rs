@@ -16,7 +16,7 @@ pub struct Unsupported;
 impl<'de> Deserialize<'de> for Unsupported {
     fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
         Err(de::Error::custom(
-            "is not supported yet by sluice's prometheus receiver (static_configs targets over plain HTTP are)",
+            "is not supported yet by sluice's prometheus receiver (static_configs and file_sd_configs targets over plain HTTP are)",
         ))
     }
 }
@@ -136,7 +136,7 @@ pub struct ScrapeConfig {
     pub proxy_from_environment: Option<Unsupported>,
     pub proxy_connect_header: Option<Unsupported>,
     pub http_headers: Option<Unsupported>,
-    pub file_sd_configs: Option<Unsupported>,
+    pub file_sd_configs: Vec<FileSdConfig>,
     pub kubernetes_sd_configs: Option<Unsupported>,
     pub http_sd_configs: Option<Unsupported>,
     pub dns_sd_configs: Option<Unsupported>,
@@ -171,6 +171,20 @@ pub struct StaticConfig {
     pub labels: BTreeMap<String, String>,
 }
 
+/// `file_sd_configs[]`: JSON or YAML files of `{targets, labels}` groups, re-read every
+/// `refresh_interval`; a glob (`*`, `?`) is allowed in the file name.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    pub files: Vec<String>,
+    #[serde(default = "default_refresh", deserialize_with = "prom_duration")]
+    pub refresh_interval: Duration,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
 /// A scrape job with Prometheus' defaults filled in and its rules compiled.
 #[derive(Clone, Debug)]
 pub struct Job {
@@ -185,6 +199,7 @@ pub struct Job {
     pub enable_compression: bool,
     pub accept: String,
     pub static_configs: Vec<StaticConfig>,
+    pub file_sd: Vec<FileSdConfig>,
     pub relabel: Vec<relabel::Rule>,
     pub metric_relabel: Vec<relabel::Rule>,
     pub sample_limit: u64,
@@ -264,6 +279,32 @@ impl PrometheusReceiverConfig {
                     }
                 }
             }
+            for (j, fsd) in sc.file_sd_configs.iter().enumerate() {
+                if fsd.files.is_empty() {
+                    return Err(format!("{at}.file_sd_configs[{j}].files must not be empty"));
+                }
+                if fsd.refresh_interval.is_zero() {
+                    return Err(format!(
+                        "{at}.file_sd_configs[{j}].refresh_interval must be greater than zero"
+                    ));
+                }
+                for f in &fsd.files {
+                    let (dir, name) = f.rsplit_once('/').unwrap_or(("", f));
+                    if dir.contains(['*', '?', '[']) {
+                        return Err(format!(
+                            "{at}.file_sd_configs[{j}].files: `{f}`: a glob is only allowed in the file name"
+                        ));
+                    }
+                    if !(name.ends_with(".json")
+                        || name.ends_with(".yml")
+                        || name.ends_with(".yaml"))
+                    {
+                        return Err(format!(
+                            "{at}.file_sd_configs[{j}].files: `{f}` must end in .json, .yml or .yaml"
+                        ));
+                    }
+                }
+            }
             jobs.push(Job {
                 name: sc.job_name.clone(),
                 interval,
@@ -276,6 +317,7 @@ impl PrometheusReceiverConfig {
                 enable_compression: sc.enable_compression.unwrap_or(true),
                 accept,
                 static_configs: sc.static_configs.clone(),
+                file_sd: sc.file_sd_configs.clone(),
                 relabel,
                 metric_relabel,
                 sample_limit: sc.sample_limit.or(global.sample_limit).unwrap_or(0),

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod discovery;
 pub mod parser;
 pub mod relabel;
 pub mod scrape;
@@ -59,6 +60,21 @@ impl PrometheusReceiver {
             let targets =
                 scrape::targets(&job).map_err(|e| format!("receiver {}: {e}", self.id))?;
             tracing::info!(receiver = %self.id, job = %job.name, targets = targets.len(), interval = ?job.interval, "Scraping.");
+            if !job.file_sd.is_empty() {
+                let template = discovery::LoopTemplate {
+                    receiver: self.id.clone(),
+                    job: job.clone(),
+                    client: client.clone(),
+                    consumer: consumer.clone(),
+                    metrics: metrics.clone(),
+                };
+                tasks.push(tokio::spawn(discovery::manage(
+                    template,
+                    targets,
+                    shutdown.clone(),
+                )));
+                continue;
+            }
             for target in targets {
                 let task = scrape::TargetLoop {
                     receiver: self.id.clone(),

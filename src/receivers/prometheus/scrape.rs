@@ -41,87 +41,101 @@ pub fn targets(job: &Job) -> Result<Vec<ScrapeTarget>, String> {
     let mut out = Vec::new();
     for st in &job.static_configs {
         for address in &st.targets {
-            let mut labels: Labels = vec![
-                ("__address__".into(), address.clone()),
-                ("__metrics_path__".into(), job.metrics_path.clone()),
-                ("__scheme__".into(), job.scheme.clone()),
-                (
-                    "__scrape_interval__".into(),
-                    format!("{}s", job.interval.as_secs_f64()),
-                ),
-                (
-                    "__scrape_timeout__".into(),
-                    format!("{}s", job.timeout.as_secs_f64()),
-                ),
-                ("job".into(), job.name.clone()),
-            ];
-            for (name, values) in &job.params {
-                if let Some(first) = values.first() {
-                    labels.push((format!("__param_{name}"), first.clone()));
-                }
+            if let Some(t) = target(job, address, &st.labels, &[])? {
+                out.push(t);
             }
-            for (k, v) in &st.labels {
-                labels.retain(|(n, _)| n != k);
-                labels.push((k.clone(), v.clone()));
-            }
-            labels.sort();
-            if !relabel::apply(&job.relabel, &mut labels) {
-                continue;
-            }
-            let get = |name: &str| {
-                labels
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let addr = get("__address__");
-            if addr.is_empty() || addr.contains('/') {
-                return Err(format!(
-                    "job `{}`: invalid target address `{addr}` (host:port expected)",
-                    job.name
-                ));
-            }
-            let scheme = get("__scheme__");
-            if scheme != "http" {
-                return Err(format!(
-                    "job `{}`: target scheme `{scheme}` is not supported yet (only http)",
-                    job.name
-                ));
-            }
-            let mut query: Vec<(String, String)> = Vec::new();
-            for (name, values) in &job.params {
-                for v in values {
-                    query.push((name.clone(), v.clone()));
-                }
-            }
-            for (k, v) in &labels {
-                if let Some(name) = k.strip_prefix("__param_") {
-                    query.retain(|(n, _)| n != name);
-                    query.push((name.to_string(), v.clone()));
-                }
-            }
-            let mut url = format!("{scheme}://{addr}{}", get("__metrics_path__"));
-            for (i, (k, v)) in query.iter().enumerate() {
-                url.push(if i == 0 { '?' } else { '&' });
-                url.push_str(&percent_encode(k));
-                url.push('=');
-                url.push_str(&percent_encode(v));
-            }
-            let url: http::Uri = url
-                .parse()
-                .map_err(|e| format!("job `{}`: invalid target URL `{url}`: {e}", job.name))?;
-            if get("instance").is_empty() {
-                relabel::set(&mut labels, "instance", addr.clone());
-            }
-            labels.retain(|(k, _)| !k.starts_with("__"));
-            out.push(ScrapeTarget {
-                url,
-                target: Target { labels, scheme },
-            });
         }
     }
     Ok(out)
+}
+
+/// One target from an address, its group's labels and discovery labels (`__meta_*`);
+/// `None` when relabeling drops it.
+pub fn target(
+    job: &Job,
+    address: &str,
+    group_labels: &std::collections::BTreeMap<String, String>,
+    meta: &[(String, String)],
+) -> Result<Option<ScrapeTarget>, String> {
+    let mut labels: Labels = vec![
+        ("__address__".into(), address.to_string()),
+        ("__metrics_path__".into(), job.metrics_path.clone()),
+        ("__scheme__".into(), job.scheme.clone()),
+        (
+            "__scrape_interval__".into(),
+            format!("{}s", job.interval.as_secs_f64()),
+        ),
+        (
+            "__scrape_timeout__".into(),
+            format!("{}s", job.timeout.as_secs_f64()),
+        ),
+        ("job".into(), job.name.clone()),
+    ];
+    for (name, values) in &job.params {
+        if let Some(first) = values.first() {
+            labels.push((format!("__param_{name}"), first.clone()));
+        }
+    }
+    labels.extend(meta.iter().cloned());
+    for (k, v) in group_labels {
+        labels.retain(|(n, _)| n != k);
+        labels.push((k.clone(), v.clone()));
+    }
+    labels.sort();
+    if !relabel::apply(&job.relabel, &mut labels) {
+        return Ok(None);
+    }
+    let get = |name: &str| {
+        labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let addr = get("__address__");
+    if addr.is_empty() || addr.contains('/') {
+        return Err(format!(
+            "job `{}`: invalid target address `{addr}` (host:port expected)",
+            job.name
+        ));
+    }
+    let scheme = get("__scheme__");
+    if scheme != "http" {
+        return Err(format!(
+            "job `{}`: target scheme `{scheme}` is not supported yet (only http)",
+            job.name
+        ));
+    }
+    let mut query: Vec<(String, String)> = Vec::new();
+    for (name, values) in &job.params {
+        for v in values {
+            query.push((name.clone(), v.clone()));
+        }
+    }
+    for (k, v) in &labels {
+        if let Some(name) = k.strip_prefix("__param_") {
+            query.retain(|(n, _)| n != name);
+            query.push((name.to_string(), v.clone()));
+        }
+    }
+    let mut url = format!("{scheme}://{addr}{}", get("__metrics_path__"));
+    for (i, (k, v)) in query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(&percent_encode(k));
+        url.push('=');
+        url.push_str(&percent_encode(v));
+    }
+    let url: http::Uri = url
+        .parse()
+        .map_err(|e| format!("job `{}`: invalid target URL `{url}`: {e}", job.name))?;
+    if get("instance").is_empty() {
+        relabel::set(&mut labels, "instance", addr.clone());
+    }
+    labels.retain(|(k, _)| !k.starts_with("__"));
+    Ok(Some(ScrapeTarget {
+        url,
+        target: Target { labels, scheme },
+    }))
 }
 
 fn percent_encode(s: &str) -> String {
