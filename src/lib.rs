@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod exporters;
+pub mod hash;
 pub mod loadgen;
 pub mod otlp;
 pub mod pipeline;

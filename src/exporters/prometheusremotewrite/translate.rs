@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
 
 use super::prompb::{Sample, TimeSeries};
+use crate::hash::FxHashMap;
 
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 const NO_RECORDED_VALUE: u32 = 1;
@@ -32,8 +33,10 @@ pub struct Translated {
 
 type LabelSet = Vec<(String, String)>;
 
+type SeriesMap = FxHashMap<LabelSet, Vec<Sample>>;
+
 pub fn translate(request: &ExportMetricsServiceRequest, settings: &Settings) -> Translated {
-    let mut out: BTreeMap<LabelSet, Vec<Sample>> = BTreeMap::new();
+    let mut out = SeriesMap::default();
     let mut dropped = 0u64;
     for rm in &request.resource_metrics {
         let resource_attrs: &[KeyValue] = rm
@@ -115,40 +118,57 @@ fn labels(
     extra: Option<(&str, String)>,
     name: &str,
 ) -> LabelSet {
-    let mut sorted: Vec<&KeyValue> = attrs.iter().chain(base.promoted.iter()).collect();
-    sorted.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut map: BTreeMap<String, String> = BTreeMap::new();
-    for kv in sorted {
-        let value = value_string(&kv.value);
-        let key = normalize_label(&kv.key);
-        match map.get_mut(&key) {
-            Some(existing) => {
-                existing.push(';');
-                existing.push_str(&value);
+    let n = attrs.len() + base.promoted.len();
+    let mut set: LabelSet = Vec::with_capacity(n + 4 + settings.external_labels.len());
+    // Sanitised names, ordered by (name, original key) so colliding values join in key order.
+    let mut keyed: Vec<(String, &str, String)> = attrs
+        .iter()
+        .chain(base.promoted.iter())
+        .map(|kv| {
+            (
+                normalize_label(&kv.key),
+                kv.key.as_str(),
+                value_string(&kv.value),
+            )
+        })
+        .collect();
+    if keyed.len() > 1 {
+        keyed.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    }
+    for (key, _, value) in keyed {
+        match set.last_mut() {
+            Some((k, v)) if *k == key => {
+                v.push(';');
+                v.push_str(&value);
             }
-            None => {
-                map.insert(key, value);
-            }
+            _ => set.push((key, value)),
         }
     }
+    let put = |set: &mut LabelSet, k: &str, v: String, overwrite: bool| match set
+        .binary_search_by(|(x, _)| x.as_str().cmp(k))
+    {
+        Ok(i) if overwrite => set[i].1 = v,
+        Ok(_) => {}
+        Err(i) => set.insert(i, (k.to_string(), v)),
+    };
     if let Some(job) = &base.job {
-        map.insert("job".into(), job.clone());
+        put(&mut set, "job", job.clone(), true);
     }
     if let Some(instance) = &base.instance {
-        map.insert("instance".into(), instance.clone());
+        put(&mut set, "instance", instance.clone(), true);
     }
     for (k, v) in &settings.external_labels {
-        map.entry(k.clone()).or_insert_with(|| v.clone());
+        put(&mut set, k, v.clone(), false);
     }
     if let Some((k, v)) = extra {
-        map.insert(k.to_string(), v);
+        put(&mut set, k, v, true);
     }
-    map.insert("__name__".into(), name.to_string());
-    map.retain(|_, v| !v.is_empty());
-    map.into_iter().collect()
+    put(&mut set, "__name__", name.to_string(), true);
+    set.retain(|(_, v)| !v.is_empty());
+    set
 }
 
-fn push(out: &mut BTreeMap<LabelSet, Vec<Sample>>, labels: LabelSet, value: f64, ts: i64) {
+fn push(out: &mut SeriesMap, labels: LabelSet, value: f64, ts: i64) {
     out.entry(labels).or_default().push(Sample {
         value,
         timestamp: ts,
@@ -164,7 +184,7 @@ fn add_metric(
     m: &Metric,
     base: &ResourceLabels,
     settings: &Settings,
-    out: &mut BTreeMap<LabelSet, Vec<Sample>>,
+    out: &mut SeriesMap,
 ) -> (u64, Option<i64>) {
     let mut latest: Option<i64> = None;
     let mut seen = |ts: i64| latest = Some(latest.map_or(ts, |l: i64| l.max(ts)));
@@ -291,7 +311,7 @@ fn add_target_info(
     base: &ResourceLabels,
     settings: &Settings,
     ts: i64,
-    out: &mut BTreeMap<LabelSet, Vec<Sample>>,
+    out: &mut SeriesMap,
 ) {
     let rest: Vec<KeyValue> = attrs
         .iter()

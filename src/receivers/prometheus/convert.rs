@@ -4,6 +4,7 @@
 //! seen; a decrease is a reset), histograms and summaries folded into one point per series,
 //! staleness as `FLAG_NO_RECORDED_VALUE` points, and the `up`/`scrape_*` series.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
@@ -19,6 +20,10 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use super::config::Job;
 use super::parser::{Exposition, Family, MetricType};
 use super::relabel::{self, Labels};
+use crate::hash::{FxHashMap, FxHasher};
+
+/// A label set borrowing from the scraped body and the target where it can.
+type CowLabels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 /// Prometheus' staleness marker.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -36,6 +41,8 @@ enum Kind {
 }
 
 type ResKey = (String, String);
+/// A resource (`job`, `instance`) as borrowed while building.
+type ResRef<'a> = (&'a str, &'a str);
 
 /// What is remembered of a series between scrapes.
 struct Series {
@@ -52,7 +59,7 @@ struct Series {
 /// Per-target memory: known series (for start times, resets and staleness).
 #[derive(Default)]
 pub struct TargetState {
-    series: HashMap<u64, Series>,
+    series: FxHashMap<u64, Series>,
     generation: u64,
 }
 
@@ -81,11 +88,8 @@ impl Target {
             .unwrap_or("")
     }
 
-    fn res_key(&self) -> ResKey {
-        (
-            self.get("job").to_string(),
-            self.get("instance").to_string(),
-        )
+    fn res_key(&self) -> ResRef<'_> {
+        (self.get("job"), self.get("instance"))
     }
 }
 
@@ -109,17 +113,14 @@ impl TargetState {
         let generation = self.generation;
         let scrape_ns = ms_to_ns(scrape_ms);
         let mut b = Builder::default();
-        let mut compound: HashMap<(usize, usize, Labels), usize> = HashMap::new();
+        let mut compound: FxHashMap<u64, usize> = FxHashMap::default();
         let mut accums: Vec<Accum> = Vec::new();
         let mut added = 0u64;
 
         for p in &prepared {
             let family = &exposition.families[p.family];
             let name = get(&p.labels, "__name__");
-            let res: ResKey = (
-                get(&p.labels, "job").to_string(),
-                get(&p.labels, "instance").to_string(),
-            );
+            let res: ResRef = (get(&p.labels, "job"), get(&p.labels, "instance"));
             let ts_ns = match p.timestamp_ms {
                 Some(ms) if job.honor_timestamps => ms_to_ns(ms),
                 _ => scrape_ns,
@@ -131,11 +132,11 @@ impl TargetState {
                 _ => None,
             };
             let Some(kind) = compound_kind else {
-                let (r, m) = b.metric(&res, name, Kind::Gauge, Some(family));
+                let (r, m) = b.metric(res, name, Kind::Gauge, Some(family));
                 let attributes = attributes(&p.labels, None);
                 if self
                     .track(
-                        &res,
+                        res,
                         name,
                         Kind::Gauge,
                         &attributes,
@@ -157,15 +158,20 @@ impl TargetState {
                 Kind::Summary => Some("quantile"),
                 _ => None,
             };
-            let (r, m) = b.metric(&res, family.name, kind, Some(family));
-            let mut key_labels = p.labels.clone();
-            key_labels.retain(|(k, _)| k != "__name__" && Some(k.as_str()) != skip);
-            let index = *compound.entry((r, m, key_labels)).or_insert_with(|| {
+            let (r, m) = b.metric(res, family.name, kind, Some(family));
+            let mut h = FxHasher::default();
+            (r, m).hash(&mut h);
+            for (k, v) in &p.labels {
+                if k != "__name__" && Some(k.as_ref()) != skip {
+                    k.hash(&mut h);
+                    v.hash(&mut h);
+                }
+            }
+            let index = *compound.entry(h.finish()).or_insert_with(|| {
                 accums.push(Accum {
                     resource: r,
                     metric: m,
                     kind,
-                    res: res.clone(),
                     attributes: attributes(&p.labels, skip),
                     ts_ns,
                     ..Accum::default()
@@ -201,14 +207,14 @@ impl TargetState {
                 _ => a.count,
             };
             let Some(progress) = progress else { continue };
-            let name = b.metric_name(a.resource, a.metric).to_string();
+            let name = b.metric_name(a.resource, a.metric);
             let created_ns = a
                 .created
                 .filter(|c| c.is_finite() && *c > 0.0)
                 .map(|c| (c * 1e9) as u64);
             let (start_ns, is_new) = self.track(
-                &a.res,
-                &name,
+                b.res(a.resource),
+                name,
                 a.kind,
                 &a.attributes,
                 generation,
@@ -318,7 +324,7 @@ impl TargetState {
     #[allow(clippy::too_many_arguments)]
     fn track(
         &mut self,
-        res: &ResKey,
+        res: ResRef<'_>,
         name: &str,
         kind: Kind,
         attributes: &[KeyValue],
@@ -348,7 +354,7 @@ impl TargetState {
                         generation,
                         start_ns,
                         last: progress,
-                        resource: res.clone(),
+                        resource: (res.0.to_string(), res.1.to_string()),
                         name: name.to_string(),
                         kind,
                         attributes: attributes.to_vec(),
@@ -371,7 +377,7 @@ impl TargetState {
             let Some(s) = self.series.remove(&key) else {
                 continue;
             };
-            let (r, m) = b.metric(&s.resource, &s.name, s.kind, None);
+            let (r, m) = b.metric((&s.resource.0, &s.resource.1), &s.name, s.kind, None);
             let point = match s.kind {
                 Kind::Gauge | Kind::Sum => Point::Number(NumberDataPoint {
                     attributes: s.attributes,
@@ -425,39 +431,50 @@ impl Report {
             ),
             ("scrape_series_added", self.added as f64),
         ] {
-            let (r, m) = b.metric(&res, name, Kind::Gauge, None);
+            let (r, m) = b.metric(res, name, Kind::Gauge, None);
             b.push_number(r, m, attrs.clone(), ts_ns, 0, value);
         }
     }
 }
 
 /// A sample with its final label set (target labels merged, metric relabeling applied).
-struct Prepared {
+struct Prepared<'a> {
     family: usize,
-    labels: Labels,
+    labels: CowLabels<'a>,
     value: f64,
     timestamp_ms: Option<i64>,
 }
 
-fn prepare(
+fn prepare<'a>(
     job: &Job,
-    target: &Target,
-    exposition: &Exposition<'_>,
-) -> Result<Vec<Prepared>, LimitExceeded> {
+    target: &'a Target,
+    exposition: &'a Exposition<'_>,
+) -> Result<Vec<Prepared<'a>>, LimitExceeded> {
     let mut out = Vec::with_capacity(exposition.samples.len());
     for sample in &exposition.samples {
-        let mut labels: Labels = Vec::with_capacity(sample.labels.len() + target.labels.len() + 1);
-        labels.push(("__name__".to_string(), sample.name.to_string()));
+        let mut labels: CowLabels<'a> =
+            Vec::with_capacity(sample.labels.len() + target.labels.len() + 1);
+        labels.push((Cow::Borrowed("__name__"), Cow::Borrowed(sample.name)));
         for (k, v) in &sample.labels {
             if !v.is_empty() {
-                labels.push((k.to_string(), v.to_string()));
+                labels.push((Cow::Borrowed(*k), Cow::Borrowed(v.as_ref())));
             }
         }
         labels.sort_by(|a, b| a.0.cmp(&b.0));
         labels.dedup_by(|a, b| a.0 == b.0);
         merge_target_labels(&mut labels, &target.labels, job.honor_labels);
-        if !relabel::apply(&job.metric_relabel, &mut labels) {
-            continue;
+        if !job.metric_relabel.is_empty() {
+            let mut owned: Labels = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if !relabel::apply(&job.metric_relabel, &mut owned) {
+                continue;
+            }
+            labels = owned
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+                .collect();
         }
         if get_opt(&labels, "__name__").is_none() {
             continue;
@@ -499,42 +516,54 @@ fn prepare(
 
 /// Prometheus' rule: with `honor_labels` the scraped value wins; otherwise the target's does
 /// and a conflicting scraped label is kept as `exported_<name>`.
-pub fn merge_target_labels(labels: &mut Labels, target: &Labels, honor_labels: bool) {
+fn merge_target_labels<'a>(labels: &mut CowLabels<'a>, target: &'a Labels, honor_labels: bool) {
     for (name, value) in target {
-        match labels.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
+        match labels.binary_search_by(|(k, _)| k.as_ref().cmp(name.as_str())) {
             Ok(_) if honor_labels => {}
             Ok(i) => {
-                let scraped = std::mem::replace(&mut labels[i].1, value.clone());
+                let scraped = std::mem::replace(&mut labels[i].1, Cow::Borrowed(value.as_str()));
                 let mut exported = format!("exported_{name}");
                 while get_opt(labels, &exported).is_some() {
                     exported = format!("exported_{exported}");
                 }
-                relabel::set(labels, &exported, scraped);
+                if !scraped.is_empty() {
+                    let at = labels
+                        .binary_search_by(|(k, _)| k.as_ref().cmp(exported.as_str()))
+                        .unwrap_or_else(|i| i);
+                    labels.insert(at, (Cow::Owned(exported), scraped));
+                }
             }
-            Err(i) => labels.insert(i, (name.clone(), value.clone())),
+            Err(i) => labels.insert(
+                i,
+                (Cow::Borrowed(name.as_str()), Cow::Borrowed(value.as_str())),
+            ),
         }
     }
 }
 
-fn get_opt<'a>(labels: &'a Labels, name: &str) -> Option<&'a str> {
+fn get_opt<'a, K: AsRef<str>, V: AsRef<str>>(labels: &'a [(K, V)], name: &str) -> Option<&'a str> {
     labels
-        .binary_search_by(|(k, _)| k.as_str().cmp(name))
+        .binary_search_by(|(k, _)| k.as_ref().cmp(name))
         .ok()
-        .map(|i| labels[i].1.as_str())
+        .map(|i| labels[i].1.as_ref())
 }
 
-fn get<'a>(labels: &'a Labels, name: &str) -> &'a str {
+fn get<'a, K: AsRef<str>, V: AsRef<str>>(labels: &'a [(K, V)], name: &str) -> &'a str {
     get_opt(labels, name).unwrap_or("")
 }
 
 /// Data point attributes: every label but the name, `job`, `instance` and `skip`.
-fn attributes(labels: &Labels, skip: Option<&str>) -> Vec<KeyValue> {
+fn attributes<K: AsRef<str>, V: AsRef<str>>(
+    labels: &[(K, V)],
+    skip: Option<&str>,
+) -> Vec<KeyValue> {
     labels
         .iter()
         .filter(|(k, _)| {
-            !matches!(k.as_str(), "__name__" | "job" | "instance") && Some(k.as_str()) != skip
+            let k = k.as_ref();
+            !matches!(k, "__name__" | "job" | "instance") && Some(k) != skip
         })
-        .map(|(k, v)| string_kv(k, v))
+        .map(|(k, v)| string_kv(k.as_ref(), v.as_ref()))
         .collect()
 }
 
@@ -548,8 +577,8 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-fn series_key(res: &ResKey, name: &str, kind: Kind, attributes: &[KeyValue]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+fn series_key(res: ResRef<'_>, name: &str, kind: Kind, attributes: &[KeyValue]) -> u64 {
+    let mut h = FxHasher::default();
     res.hash(&mut h);
     name.hash(&mut h);
     kind.hash(&mut h);
@@ -574,7 +603,6 @@ struct Accum {
     resource: usize,
     metric: usize,
     kind: Kind,
-    res: ResKey,
     attributes: Vec<KeyValue>,
     ts_ns: u64,
     value: Option<f64>,
@@ -594,38 +622,54 @@ enum Point {
 struct ResourceBuild {
     key: ResKey,
     metrics: Vec<Metric>,
+    kinds: Vec<Kind>,
     index: HashMap<(String, Kind), usize>,
 }
 
 #[derive(Default)]
 struct Builder {
     resources: Vec<ResourceBuild>,
-    index: HashMap<ResKey, usize>,
     points: usize,
+    last: Option<(usize, usize)>,
 }
 
 impl Builder {
     fn metric(
         &mut self,
-        res: &ResKey,
+        res: ResRef<'_>,
         name: &str,
         kind: Kind,
         family: Option<&Family<'_>>,
     ) -> (usize, usize) {
-        let r = match self.index.get(res) {
-            Some(&r) => r,
+        // Samples of a family are contiguous: most lookups hit the previous metric.
+        if let Some((r, m)) = self.last {
+            let rb = &self.resources[r];
+            let metric = &rb.metrics[m];
+            if metric.name == name && rb.kinds[m] == kind && rb.key.0 == res.0 && rb.key.1 == res.1
+            {
+                return (r, m);
+            }
+        }
+        // Resources are few (one per target unless `honor_labels` keeps scraped job/instance).
+        let r = match self
+            .resources
+            .iter()
+            .position(|rb| rb.key.0 == res.0 && rb.key.1 == res.1)
+        {
+            Some(r) => r,
             None => {
                 self.resources.push(ResourceBuild {
-                    key: res.clone(),
+                    key: (res.0.to_string(), res.1.to_string()),
                     metrics: Vec::new(),
+                    kinds: Vec::new(),
                     index: HashMap::new(),
                 });
-                self.index.insert(res.clone(), self.resources.len() - 1);
                 self.resources.len() - 1
             }
         };
         let rb = &mut self.resources[r];
         if let Some(&m) = rb.index.get(&(name.to_string(), kind)) {
+            self.last = Some((r, m));
             return (r, m);
         }
         let cumulative = AggregationTemporality::Cumulative as i32;
@@ -653,8 +697,15 @@ impl Builder {
             ..Default::default()
         });
         let m = rb.metrics.len() - 1;
+        rb.kinds.push(kind);
         rb.index.insert((name.to_string(), kind), m);
+        self.last = Some((r, m));
         (r, m)
+    }
+
+    fn res(&self, r: usize) -> ResRef<'_> {
+        let key = &self.resources[r].key;
+        (&key.0, &key.1)
     }
 
     fn metric_name(&self, r: usize, m: usize) -> &str {
