@@ -33,7 +33,13 @@ pub struct Translated {
 
 type LabelSet = Vec<(String, String)>;
 
-type SeriesMap = FxHashMap<LabelSet, Vec<Sample>>;
+/// Series in first-seen order (the order of the OTLP request, so of the scrape, which keeps
+/// similar label sets together and compresses well), each with its samples.
+#[derive(Default)]
+struct SeriesMap {
+    index: FxHashMap<LabelSet, usize>,
+    samples: Vec<Vec<Sample>>,
+}
 
 pub fn translate(request: &ExportMetricsServiceRequest, settings: &Settings) -> Translated {
     let mut out = SeriesMap::default();
@@ -61,9 +67,13 @@ pub fn translate(request: &ExportMetricsServiceRequest, settings: &Settings) -> 
             add_target_info(resource_attrs, &base, settings, ts, &mut out);
         }
     }
-    let series = out
+    let mut ordered: Vec<(usize, LabelSet)> = out.index.into_iter().map(|(l, i)| (i, l)).collect();
+    ordered.sort_unstable_by_key(|(i, _)| *i);
+    let mut all_samples = out.samples;
+    let series = ordered
         .into_iter()
-        .map(|(labels, mut samples)| {
+        .map(|(i, labels)| {
+            let mut samples = std::mem::take(&mut all_samples[i]);
             samples.sort_by_key(|s| s.timestamp);
             TimeSeries {
                 labels: labels
@@ -169,10 +179,17 @@ fn labels(
 }
 
 fn push(out: &mut SeriesMap, labels: LabelSet, value: f64, ts: i64) {
-    out.entry(labels).or_default().push(Sample {
+    let sample = Sample {
         value,
         timestamp: ts,
-    });
+    };
+    let next = out.samples.len();
+    let i = *out.index.entry(labels).or_insert(next);
+    if i == next {
+        out.samples.push(vec![sample]);
+    } else {
+        out.samples[i].push(sample);
+    }
 }
 
 fn ms(ns: u64) -> i64 {
