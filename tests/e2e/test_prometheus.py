@@ -187,6 +187,12 @@ def test_scrape_and_remote_write_to_real_prometheus(run_sluice, tmp_path):
             sluice_log = sluice.log_text()
             assert "Dropping data" not in sluice_log, sluice.describe(40)
             assert "Scrape failed" in sluice_log  # the broken targets are reported
+            # The app leaves the file_sd file: its series get stale markers, so Prometheus stops
+            # returning them at once (not after its 5-minute lookback).
+            sd_file.write_text("[]")
+            wait_until("the removed target's series to go stale",
+                       lambda: scalar(prom_port, 'count(app_requests_total{job="app"})') is None, logs=logs)
+            assert scalar(prom_port, 'up{job="node"}') == 1.0
     finally:
         app.close()
         broken.shutdown()

@@ -320,6 +320,14 @@ impl TargetState {
         b.finish(target)
     }
 
+    /// The target is gone: one stale point for each of its series, which are forgotten.
+    pub fn vanished(&mut self, target: &Target, ts_ms: i64) -> Built {
+        self.generation += 1;
+        let mut b = Builder::default();
+        self.mark_stale(&mut b, self.generation, ms_to_ns(ts_ms));
+        b.finish(target)
+    }
+
     /// Records a series as seen; returns its start time and whether it is new.
     #[allow(clippy::too_many_arguments)]
     fn track(

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -128,8 +130,14 @@ pub struct LoopTemplate {
 }
 
 impl LoopTemplate {
-    fn spawn(&self, target: ScrapeTarget, stop: ShutdownRx) -> JoinHandle<()> {
+    fn spawn(
+        &self,
+        target: ScrapeTarget,
+        stop: ShutdownRx,
+        removed: Arc<AtomicBool>,
+    ) -> JoinHandle<()> {
         let task = TargetLoop {
+            removed: Some(removed),
             receiver: self.receiver.clone(),
             job: self.job.clone(),
             target,
@@ -139,6 +147,13 @@ impl LoopTemplate {
         };
         tokio::spawn(task.run(stop))
     }
+}
+
+/// A running target loop and how to stop it.
+struct Running {
+    stop: watch::Sender<bool>,
+    removed: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
 }
 
 fn target_key(t: &ScrapeTarget) -> String {
@@ -166,7 +181,7 @@ pub async fn manage(
         .min()
         .unwrap_or(Duration::from_secs(300));
     let mut cache = FileCache::default();
-    let mut running: HashMap<String, (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+    let mut running: HashMap<String, Running> = HashMap::new();
     loop {
         let mut desired: HashMap<String, ScrapeTarget> = static_targets
             .iter()
@@ -186,19 +201,25 @@ pub async fn manage(
                 }
             }
         }
-        running.retain(|key, (stop, _)| {
+        running.retain(|key, r| {
             let keep = desired.contains_key(key);
             if !keep {
-                let _ = stop.send(true);
+                r.removed.store(true, Ordering::Release);
+                let _ = r.stop.send(true);
             }
             keep
         });
         let before = running.len();
         for (key, target) in desired {
             if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
-                let (tx, rx) = watch::channel(false);
-                let handle = template.spawn(target, rx);
-                slot.insert((tx, handle));
+                let (stop, rx) = watch::channel(false);
+                let removed = Arc::new(AtomicBool::new(false));
+                let handle = template.spawn(target, rx, removed.clone());
+                slot.insert(Running {
+                    stop,
+                    removed,
+                    handle,
+                });
             }
         }
         if running.len() != before {
@@ -209,9 +230,9 @@ pub async fn manage(
             _ = stopped(&mut shutdown) => break,
         }
     }
-    for (_, (stop, handle)) in running {
-        let _ = stop.send(true);
-        let _ = handle.await;
+    for (_, r) in running {
+        let _ = r.stop.send(true);
+        let _ = r.handle.await;
     }
 }
 

@@ -83,6 +83,7 @@ impl PrometheusReceiver {
                     client: client.clone(),
                     consumer: consumer.clone(),
                     metrics: metrics.clone(),
+                    removed: None,
                 };
                 tasks.push(tokio::spawn(task.run(shutdown.clone())));
             }

@@ -158,6 +158,9 @@ pub struct TargetLoop {
     pub client: HttpClient,
     pub consumer: Option<Consumer>,
     pub metrics: ReceiverMetrics,
+    /// Set by service discovery before stopping a target that disappeared: its series then
+    /// get stale markers, as Prometheus writes them.
+    pub removed: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl TargetLoop {
@@ -178,7 +181,7 @@ impl TargetLoop {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = stopped(&mut shutdown) => return,
+                _ = stopped(&mut shutdown) => break,
             }
             let scrape_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -187,7 +190,7 @@ impl TargetLoop {
             let started = Instant::now();
             let fetched = tokio::select! {
                 r = fetch(&self.client, &self.job, &self.target.url) => r,
-                _ = stopped(&mut shutdown) => return,
+                _ = stopped(&mut shutdown) => break,
             };
             let built = self.convert(&mut state, fetched, scrape_ms, started);
             let built = match built {
@@ -209,6 +212,18 @@ impl TargetLoop {
                 }
             };
             self.deliver(built).await;
+        }
+        let removed = self
+            .removed
+            .as_ref()
+            .is_some_and(|r| r.load(std::sync::atomic::Ordering::Acquire));
+        if removed && state.tracked_series() > 0 {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            self.deliver(state.vanished(&self.target.target, now_ms))
+                .await;
         }
     }
 

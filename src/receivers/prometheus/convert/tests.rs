@@ -334,3 +334,20 @@ fn sample_and_label_limits_fail_the_scrape() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_removed_target_gets_stale_markers_for_its_series() {
+    let mut s = TargetState::default();
+    scrape(
+        &mut s,
+        &job(""),
+        "g 5\n# TYPE c_total counter\nc_total 1\n",
+        Format::Text,
+        T0,
+    );
+    let b = s.vanished(&target(), T0 + 500);
+    assert_eq!(gauge_points(find(&b, "g"))[0].flags, 1);
+    assert_eq!(sum_points(find(&b, "c_total"))[0].flags, 1);
+    assert!(metrics(&b).iter().all(|m| m.name != "up"));
+    assert_eq!(s.tracked_series(), 0);
+}
