@@ -44,7 +44,7 @@ import urllib.request
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-ALL_CONFIGS = ["rotel", "sluice-gzip", "sluice-none", "sluice-zstd"]
+ALL_CONFIGS = ["rotel", "sluice-gzip", "sluice-none", "sluice-zstd", "sluice-tail"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -603,7 +603,19 @@ def log_findings(path, limit=20):
     return total, hits
 
 
-def sluice_config(path, grpc_port, sink_port, metrics_port, compression):
+# Issue 3's tail-sampling load: keep errors, slow traces and 10% of the rest, decided 2 s
+# after a trace's first span.
+TAIL_SAMPLING = """\
+  tail_sampling:
+    decision_wait: 2s
+    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+      - {name: slow, type: latency, latency: {threshold_ms: 1000}}
+      - {name: rest, type: probabilistic, probabilistic: {sampling_percentage: 10}}
+"""
+
+
+def sluice_config(path, grpc_port, sink_port, metrics_port, compression, tail=False):
     text = f"""\
 receivers:
   otlp:
@@ -611,7 +623,7 @@ receivers:
       grpc:
         endpoint: 127.0.0.1:{grpc_port}
 processors:
-  batch:
+{TAIL_SAMPLING if tail else ""}  batch:
     send_batch_size: 8192
     timeout: 200ms
 exporters:
@@ -630,7 +642,7 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      processors: [batch]
+      processors: [{"tail_sampling, " if tail else ""}batch]
       exporters: [otlp]
   telemetry:
     metrics:
@@ -640,6 +652,15 @@ service:
 """
     with open(path, "w") as f:
         f.write(text)
+
+
+def exported_spans(port):
+    """What sluice's exporters report as sent, in spans."""
+    total = 0
+    for line in scrape_span_metrics(port):
+        if line.startswith("otelcol_exporter_sent_spans_total"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
 
 
 def scrape_span_metrics(port):
@@ -699,10 +720,11 @@ def run_config(name, a, procs, workdir):
         ]
         metrics_port = None
     else:
-        compression = name.split("-", 1)[1]
+        tail = name == "sluice-tail"
+        compression = "gzip" if tail else name.split("-", 1)[1]
         metrics_port = free_port()
         cfg = os.path.join(cdir, "sluice.yaml")
-        sluice_config(cfg, grpc_port, sink_port, metrics_port, compression)
+        sluice_config(cfg, grpc_port, sink_port, metrics_port, compression, tail)
         v = subprocess.run([a.sluice, "validate", "--config", cfg], capture_output=True,
                            text=True, timeout=20)
         if v.returncode != 0:
@@ -741,8 +763,9 @@ def run_config(name, a, procs, workdir):
     cpu0 = cpu_seconds(col.pid)
     lg_cmd = [
         a.sluice, "loadgen", "--signal", "traces", "--protocol", "grpc",
-        "--endpoint", f"127.0.0.1:{grpc_port}", "--rate", "0", "--count", str(a.spans),
+        "--endpoint", f"127.0.0.1:{grpc_port}", "--rate", str(a.rate), "--count", str(a.spans),
         "--batch", str(a.batch), "--attributes", "10", "--workers", str(a.workers),
+        "--error-ratio", str(a.error_ratio), "--slow-ratio", str(a.slow_ratio),
     ]
     res["loadgen_command"] = " ".join(lg_cmd)
     lg_log = os.path.join(cdir, "loadgen.log")
@@ -772,6 +795,13 @@ def run_config(name, a, procs, workdir):
     res["spans_sent"] = sent
 
     # 5. Drain: wait until the sink has every accepted span, or nothing arrives for a while.
+    # With tail sampling only the kept spans leave: wait out the decisions, then expect what
+    # sluice says it sent.
+    expected = sent
+    if name == "sluice-tail":
+        time.sleep(3.5)
+        expected = exported_spans(metrics_port)
+        res["spans_kept_by_sampling"] = expected
     last_spans, last_change = -1, time.monotonic()
     stats = None
     while True:
@@ -779,7 +809,7 @@ def run_config(name, a, procs, workdir):
         got = stats.get("spans", 0)
         if got != last_spans:
             last_spans, last_change = got, time.monotonic()
-        if got >= sent and sent > 0:
+        if got >= expected and expected > 0:
             break
         if time.monotonic() - last_change > a.drain_timeout:
             res["notes"].append(
@@ -829,7 +859,7 @@ def run_config(name, a, procs, workdir):
         if res.get("loadgen_cpu_s") is not None:
             res["loadgen_util"] = round(res["loadgen_cpu_s"] / res["loadgen_s"], 3)
     res["spans_per_s"] = round(sent / res["wall_s"]) if res.get("wall_s") else None
-    res["lost"] = sent - res["spans_received_after_stop"]
+    res["lost"] = expected - res["spans_received_after_stop"]
     if res["lost"]:
         res["notes"].append(f"LOSS: sent {sent}, sink received {res['spans_received_after_stop']}")
     if res["spans_received"] != res["spans_received_after_stop"]:
@@ -936,8 +966,12 @@ def main():
     p.add_argument("--spans", type=int, default=2_000_000, help="spans per configuration")
     p.add_argument("--batch", type=int, default=512, help="spans per loadgen request")
     p.add_argument("--workers", type=int, default=4, help="loadgen workers (one request in flight each)")
-    p.add_argument("--configs", default=",".join(ALL_CONFIGS),
-                   help=f"comma-separated, in order (default {','.join(ALL_CONFIGS)})")
+    p.add_argument("--rate", type=float, default=0, help="loadgen spans/s over all workers; 0 = as fast as possible")
+    p.add_argument("--error-ratio", type=float, default=0.0, help="fraction of traces with an error span")
+    p.add_argument("--slow-ratio", type=float, default=0.0, help="fraction of traces lasting 2 s")
+    p.add_argument("--configs", default=",".join(ALL_CONFIGS[:4]),
+                   help=f"comma-separated, in order, from {','.join(ALL_CONFIGS)} "
+                        f"(default {','.join(ALL_CONFIGS[:4])})")
     p.add_argument("--sluice", default=os.path.join(here, "..", "target", "release", "sluice"))
     p.add_argument("--rotel", default=find_rotel())
     p.add_argument("--idle", type=float, default=3.0, help="seconds of idle before the load")
@@ -973,6 +1007,7 @@ def main():
         },
         "params": {
             "spans": a.spans, "batch": a.batch, "workers": a.workers, "attributes": 10,
+            "rate": a.rate, "error_ratio": a.error_ratio, "slow_ratio": a.slow_ratio,
             "collector_batch": "8192 spans / 200ms", "idle_s": a.idle, "configs": configs,
             "sink": a.sink,
             "sluice": a.sluice, "rotel": a.rotel, "workdir": workdir,

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod exporters;
 pub mod extensions;
+pub mod hash;
 pub mod loadgen;
 pub mod otlp;
 pub mod pipeline;

@@ -8,6 +8,7 @@ use crate::exporters::debug::DebugExporterConfig;
 use crate::exporters::file::FileExporterConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
 use crate::exporters::otlphttp::OtlpHttpExporterConfig;
+use crate::exporters::prometheusremotewrite::PrometheusRemoteWriteConfig;
 use crate::extensions::file_storage::FileStorageConfig;
 use crate::otlp::Signal;
 use crate::processors::attributes::AttributesConfig;
@@ -18,16 +19,19 @@ use crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig;
 use crate::processors::tail_sampling::config::TailSamplingConfig;
 use crate::receivers::filelog::config::{FilelogConfig, OPERATOR_TYPES};
 use crate::receivers::otlp::config::OtlpReceiverConfig;
+use crate::receivers::prometheus::config::PrometheusReceiverConfig;
 use crate::telemetry::health::HealthCheckConfig;
 
 const ALL: &[Signal] = &Signal::ALL;
 const TRACES_AND_LOGS: &[Signal] = &[Signal::Traces, Signal::Logs];
 const LOGS: &[Signal] = &[Signal::Logs];
+const METRICS: &[Signal] = &[Signal::Metrics];
 
 #[derive(Clone, Debug)]
 pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
     Filelog(FilelogConfig),
+    Prometheus(PrometheusReceiverConfig),
 }
 
 impl ReceiverConfig {
@@ -35,6 +39,7 @@ impl ReceiverConfig {
         match self {
             ReceiverConfig::Otlp(_) => ALL,
             ReceiverConfig::Filelog(_) => LOGS,
+            ReceiverConfig::Prometheus(_) => METRICS,
         }
     }
 }
@@ -68,11 +73,15 @@ pub enum ExporterConfig {
     OtlpHttp(OtlpHttpExporterConfig),
     File(FileExporterConfig),
     Debug(DebugExporterConfig),
+    PrometheusRemoteWrite(Box<PrometheusRemoteWriteConfig>),
 }
 
 impl ExporterConfig {
     pub fn signals(&self) -> &'static [Signal] {
-        ALL
+        match self {
+            ExporterConfig::PrometheusRemoteWrite(_) => METRICS,
+            _ => ALL,
+        }
     }
 }
 
@@ -84,7 +93,7 @@ pub enum ExtensionConfig {
 
 /// Types the collector has that sluice does not yet: named so the error says "not supported
 /// yet" rather than "unknown".
-const PLANNED_RECEIVERS: &[&str] = &["prometheus", "hostmetrics", "kafka"];
+const PLANNED_RECEIVERS: &[&str] = &["hostmetrics", "kafka"];
 const PLANNED_PROCESSORS: &[&str] = &[
     "resource",
     "filter",
@@ -95,14 +104,7 @@ const PLANNED_PROCESSORS: &[&str] = &[
     "resource_detection",
     "groupbytrace",
 ];
-const PLANNED_EXPORTERS: &[&str] = &[
-    "prometheusremotewrite",
-    "prometheus_remote_write",
-    "loadbalancing",
-    "load_balancing",
-    "prometheus",
-    "kafka",
-];
+const PLANNED_EXPORTERS: &[&str] = &["loadbalancing", "load_balancing", "prometheus", "kafka"];
 const PLANNED_EXTENSIONS: &[&str] = &["pprof", "zpages", "bearertokenauth", "basicauth"];
 
 fn unknown_type(
@@ -154,12 +156,19 @@ pub fn parse_receiver(
                 .map_err(|e| ConfigError::at(loc, path, e))?;
             Ok(ReceiverConfig::Filelog(config))
         }
+        "prometheus" => {
+            let config: PrometheusReceiverConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ReceiverConfig::Prometheus(config))
+        }
         _ => Err(unknown_type(
             "receiver",
             id,
             path,
             loc,
-            &["otlp", "filelog", "file_log"],
+            &["otlp", "filelog", "file_log", "prometheus"],
             PLANNED_RECEIVERS,
         )),
     }
@@ -244,6 +253,9 @@ pub fn parse_exporter(
         "otlphttp" | "otlp_http" => ExporterConfig::OtlpHttp(node::from_node(body, path)?),
         "file" => ExporterConfig::File(node::from_node(body, path)?),
         "debug" => ExporterConfig::Debug(node::from_node(body, path)?),
+        "prometheusremotewrite" | "prometheus_remote_write" => {
+            ExporterConfig::PrometheusRemoteWrite(Box::new(node::from_node(body, path)?))
+        }
         _ => {
             return Err(unknown_type(
                 "exporter",
@@ -257,6 +269,8 @@ pub fn parse_exporter(
                     "otlp_http",
                     "file",
                     "debug",
+                    "prometheusremotewrite",
+                    "prometheus_remote_write",
                 ],
                 PLANNED_EXPORTERS,
             ));
@@ -267,6 +281,7 @@ pub fn parse_exporter(
         ExporterConfig::OtlpHttp(c) => c.validate(),
         ExporterConfig::File(c) => c.validate(),
         ExporterConfig::Debug(_) => Ok(()),
+        ExporterConfig::PrometheusRemoteWrite(c) => c.validate(),
     };
     checked.map_err(|e| ConfigError::at(loc, path, e))?;
     Ok(config)

@@ -5,6 +5,7 @@ pub mod debug;
 pub mod file;
 pub mod otlp;
 pub mod otlphttp;
+pub mod prometheusremotewrite;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,6 +153,7 @@ pub enum Exporter {
     OtlpHttp(Box<otlphttp::OtlpHttpExporter>),
     File(file::FileExporter),
     Debug(debug::DebugExporter),
+    PrometheusRemoteWrite(Box<prometheusremotewrite::PrometheusRemoteWriteExporter>),
 }
 
 impl Exporter {
@@ -163,6 +165,9 @@ impl Exporter {
             }
             ExporterConfig::File(c) => Exporter::File(file::FileExporter::new(c)?),
             ExporterConfig::Debug(c) => Exporter::Debug(debug::DebugExporter::new(id, c)),
+            ExporterConfig::PrometheusRemoteWrite(c) => Exporter::PrometheusRemoteWrite(Box::new(
+                prometheusremotewrite::PrometheusRemoteWriteExporter::new(c)?,
+            )),
         })
     }
 
@@ -177,6 +182,7 @@ impl Exporter {
             Exporter::OtlpHttp(e) => e.send(signal, payload).await,
             Exporter::File(e) => e.send(signal, payload).await,
             Exporter::Debug(e) => e.send(signal, payload, items),
+            Exporter::PrometheusRemoteWrite(e) => e.send(signal, payload).await,
         }
     }
 }
@@ -185,6 +191,7 @@ fn queue_and_retry(config: &ExporterConfig) -> (QueueConfig, RetryConfig) {
     match config {
         ExporterConfig::Otlp(c) => (c.sending_queue.clone(), c.retry_on_failure.clone()),
         ExporterConfig::OtlpHttp(c) => (c.sending_queue.clone(), c.retry_on_failure.clone()),
+        ExporterConfig::PrometheusRemoteWrite(c) => (c.queue(), c.retry_on_failure.clone()),
         // Local sinks: one writer, no retries, and the pipeline waits for them.
         ExporterConfig::File(_) | ExporterConfig::Debug(_) => (
             QueueConfig {

@@ -16,6 +16,7 @@ use crate::otlp::{Batch, Signal};
 use crate::processors::{Chain, Processor};
 use crate::receivers::filelog::FilelogReceiver;
 use crate::receivers::otlp::{Consumers, OtlpReceiver};
+use crate::receivers::prometheus::PrometheusReceiver;
 use crate::telemetry::Registry;
 use crate::telemetry::health::{self, Readiness};
 use crate::telemetry::server::{self, ShutdownRx};
@@ -154,6 +155,11 @@ impl Service {
                         })
                     });
                     FilelogReceiver::new(&rec.id.to_string(), c, storage)
+                        .start(feeds, &registry, receivers_rx.clone())
+                        .await?
+                }
+                ReceiverConfig::Prometheus(c) => {
+                    PrometheusReceiver::new(&rec.id.to_string(), c)
                         .start(feeds, &registry, receivers_rx.clone())
                         .await?
                 }

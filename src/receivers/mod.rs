@@ -3,3 +3,4 @@
 
 pub mod filelog;
 pub mod otlp;
+pub mod prometheus;

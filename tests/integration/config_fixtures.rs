@@ -33,6 +33,11 @@ fn invalid_fixtures_name_location_path_and_fix() {
             "unknown receiver type `otlpp`; did you mean `otlp`?",
         ),
         (
+            "prometheus_kubernetes_sd",
+            ":7:13: receivers.prometheus.config.scrape_configs[0].kubernetes_sd_configs",
+            "is not supported yet",
+        ),
+        (
             "not_supported",
             ":5:3: processors.groupbytrace",
             "`groupbytrace` is not supported yet",
@@ -249,4 +254,18 @@ fn env_variables_are_substituted_with_defaults() {
 fn renamed_components_are_accepted_under_both_names() {
     let text = "receivers:\n  otlp:\n    protocols: {grpc: }\nexporters:\n  otlp_grpc:\n    endpoint: a:4317\n    tls: {insecure: true}\n  otlp_http:\n    endpoint: http://b:4318\n  otlphttp/old:\n    endpoint: http://c:4318\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [otlp_grpc, otlp_http, otlphttp/old]}\n";
     assert!(Config::load_sources(&[("renamed.yaml".into(), text.into())]).is_ok());
+}
+
+#[test]
+fn prometheus_dollar_escaping_is_the_collectors() {
+    // `$$` is a literal `$` (the collector's rule for Prometheus configs); `${1}` alone would
+    // be read as an environment variable and is refused.
+    let text = "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n        - job_name: a\n          relabel_configs:\n            - source_labels: [__address__]\n              regex: '(.+):\\d+'\n              target_label: host\n              replacement: '$${1}-$$1'\nexporters:\n  debug:\nservice:\n  pipelines:\n    metrics: {receivers: [prometheus], exporters: [debug]}\n";
+    let config = Config::load_sources(&[("prom.yaml".into(), text.into())]).unwrap();
+    let sluice::config::ReceiverConfig::Prometheus(prom) = &config.receivers[0].config else {
+        panic!("not prometheus")
+    };
+    let rule = &prom.config.scrape_configs[0].relabel_configs[0];
+    assert_eq!(rule.replacement, "${1}-$1");
+    assert_eq!(rule.regex, "(.+):\\d+");
 }
