@@ -19,7 +19,9 @@ fn validate_prints_the_graph_and_exits_zero() {
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("pipeline traces: [otlp] -> [memory_limiter, tail_sampling, batch] -> [file/traces]"),
+        stdout.contains(
+            "pipeline traces: [otlp] -> [memory_limiter, tail_sampling, batch] -> [file/traces]"
+        ),
         "{stdout}"
     );
 }
