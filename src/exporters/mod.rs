@@ -10,7 +10,6 @@ pub mod prometheusremotewrite;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rand::Rng;
 use serde::Deserialize;
 use tokio::sync::{Mutex, mpsc};
@@ -171,18 +170,14 @@ impl Exporter {
         })
     }
 
-    async fn send(
-        &self,
-        signal: Signal,
-        payload: &Bytes,
-        items: usize,
-    ) -> Result<Delivered, ExportError> {
+    async fn send(&self, batch: &Batch) -> Result<Delivered, ExportError> {
+        let signal = batch.signal;
         match self {
-            Exporter::Otlp(e) => e.send(signal, payload).await,
-            Exporter::OtlpHttp(e) => e.send(signal, payload).await,
-            Exporter::File(e) => e.send(signal, payload).await,
-            Exporter::Debug(e) => e.send(signal, payload, items),
-            Exporter::PrometheusRemoteWrite(e) => e.send(signal, payload).await,
+            Exporter::Otlp(e) => e.send(batch).await,
+            Exporter::OtlpHttp(e) => e.send(signal, &batch.to_bytes()).await,
+            Exporter::File(e) => e.send(signal, &batch.to_bytes()).await,
+            Exporter::Debug(e) => e.send(signal, &batch.to_bytes(), batch.items),
+            Exporter::PrometheusRemoteWrite(e) => e.send(signal, &batch.to_bytes()).await,
         }
     }
 }
@@ -351,12 +346,11 @@ impl Worker {
 
     async fn deliver(&self, batch: Batch, abort: &mut ShutdownRx) {
         let metrics = &self.metrics[signal_index(batch.signal)];
-        let payload = batch.to_bytes();
         let started = Instant::now();
         let mut interval = self.retry.initial_interval;
         loop {
             let attempt = tokio::select! {
-                r = self.exporter.send(batch.signal, &payload, batch.items) => r,
+                r = self.exporter.send(&batch) => r,
                 _ = stopped(abort) => {
                     self.fail(&batch, "shutdown deadline passed while sending");
                     return;

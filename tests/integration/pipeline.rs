@@ -297,3 +297,74 @@ service:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [tail_sampl
         "{rest} traces kept by the 10% policy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otlp_exporter_delivers_the_same_data_with_every_compression() {
+    let grpc_port = free_port();
+    let kinds = ["gzip", "zstd", "none"];
+    let ports = kinds.map(|_| free_port());
+    let dir = temp_dir("compression");
+    let direct = dir.join("direct.jsonl");
+    let mut receivers = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n"
+    );
+    let mut exporters = format!(
+        "exporters:\n  file/direct:\n    path: {}\n",
+        direct.display()
+    );
+    let mut pipelines = String::from(
+        "service:\n  pipelines:\n    traces: {receivers: [otlp], processors: [batch], exporters: [file/direct, otlp/gzip, otlp/zstd, otlp/none]}\n",
+    );
+    for (kind, port) in kinds.iter().zip(ports) {
+        receivers.push_str(&format!(
+            "  otlp/{kind}:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{port}\n"
+        ));
+        exporters.push_str(&format!(
+            "  otlp/{kind}:\n    endpoint: 127.0.0.1:{port}\n    tls: {{insecure: true}}\n    compression: {kind}\n  file/{kind}:\n    path: {}\n",
+            dir.join(format!("{kind}.jsonl")).display()
+        ));
+        pipelines.push_str(&format!(
+            "    traces/{kind}: {{receivers: [otlp/{kind}], exporters: [file/{kind}]}}\n"
+        ));
+    }
+    let text = format!(
+        "{receivers}processors:\n  batch:\n    send_batch_size: 1000\n    timeout: 100ms\n{exporters}{pipelines}  telemetry: {{metrics: {{level: none}}}}\n"
+    );
+    let config = Config::load_sources(&[("compression.yaml".into(), text)]).unwrap();
+    let registry = Registry::default();
+    let service = Service::start(&config, registry.clone()).await.unwrap();
+    let report = loadgen::run(Options {
+        endpoint: Some(format!("127.0.0.1:{grpc_port}")),
+        count: Some(5000),
+        batch: 250,
+        rate: 0.0,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(report.items_accepted, 5000, "{report}");
+    wait_for("every exporter", Duration::from_secs(20), || {
+        kinds.iter().all(|k| {
+            registry.value("otelcol_exporter_sent_spans_total", &format!("file/{k}")) == 5000
+        })
+    })
+    .await;
+    service.shutdown().await;
+    let sorted = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    let expected = sorted("direct.jsonl");
+    assert!(!expected.is_empty());
+    for kind in kinds {
+        assert_eq!(
+            registry.value("otelcol_exporter_sent_spans_total", &format!("otlp/{kind}")),
+            5000
+        );
+        assert!(
+            sorted(&format!("{kind}.jsonl")) == expected,
+            "{kind} changed the data"
+        );
+    }
+}
