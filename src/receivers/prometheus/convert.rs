@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use super::config::Job;
 use super::parser::{Exposition, Family, MetricType};
 use super::relabel::{self, Labels};
-use crate::hash::{FxHashMap, FxHasher};
+use crate::hash::{FxHashMap, SeriesHasher};
 
 /// A label set borrowing from the scraped body and the target where it can.
 type CowLabels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
@@ -159,7 +159,7 @@ impl TargetState {
                 _ => None,
             };
             let (r, m) = b.metric(res, family.name, kind, Some(family));
-            let mut h = FxHasher::default();
+            let mut h = SeriesHasher::new();
             (r, m).hash(&mut h);
             for (k, v) in &p.labels {
                 if k != "__name__" && Some(k.as_ref()) != skip {
@@ -586,7 +586,7 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
 }
 
 fn series_key(res: ResRef<'_>, name: &str, kind: Kind, attributes: &[KeyValue]) -> u64 {
-    let mut h = FxHasher::default();
+    let mut h = SeriesHasher::new();
     res.hash(&mut h);
     name.hash(&mut h);
     kind.hash(&mut h);
