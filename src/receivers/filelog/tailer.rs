@@ -369,12 +369,20 @@ impl Tailer {
                 continue;
             }
             let fingerprint = read_fingerprint(&file, self.settings.fingerprint_size);
-            let seen = self.released.iter().any(|(dev, ino, fp)| {
-                *dev == meta.dev()
-                    && *ino == meta.ino()
+            let same_start = |fp: &[u8]| {
+                !fp.is_empty()
+                    && !fingerprint.is_empty()
                     && (fingerprint.starts_with(fp) || fp.starts_with(&fingerprint))
-            });
-            if seen {
+            };
+            let seen = self
+                .released
+                .iter()
+                .any(|(dev, ino, fp)| *dev == meta.dev() && *ino == meta.ino() && same_start(fp));
+            // A copy of a file already read (copytruncate's `0.log.1`) starts with the same
+            // bytes as the original: reading it again would duplicate every line.
+            let copy_of_known = self.files.iter().any(|f| same_start(&f.fingerprint))
+                || self.released.iter().any(|(_, _, fp)| same_start(fp));
+            if seen || copy_of_known {
                 continue;
             }
             tracing::debug!(path = %entry.path().display(), "Reading a file rotated before it was seen.");
