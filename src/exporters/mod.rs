@@ -417,6 +417,43 @@ fn jitter(interval: Duration, factor: f64) -> Duration {
     Duration::from_secs_f64(secs.max(0.0))
 }
 
+/// Sends one HTTP request and reads the whole answer within `timeout`: the status, the
+/// `Retry-After` delay if any, and the body. No connection or no answer in time is retryable.
+pub async fn http_exchange(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+    timeout: Duration,
+) -> Result<(http::StatusCode, Option<Duration>, bytes::Bytes), ExportError> {
+    use http_body_util::BodyExt;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| ExportError::Retryable {
+                message: format!("request failed: {e}"),
+                retry_after: None,
+            })?;
+        let status = response.status();
+        let retry_after = parse_retry_after(response.headers().get(http::header::RETRY_AFTER));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, ExportError>((status, retry_after, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ExportError::Retryable {
+            message: format!("no response within {timeout:?}"),
+            retry_after: None,
+        })?
+}
+
 /// Parses a `Retry-After` header value given in seconds.
 pub fn parse_retry_after(value: Option<&http::HeaderValue>) -> Option<Duration> {
     value

@@ -5,15 +5,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::{
-    Compression, Delivered, ExportError, QueueConfig, RetryConfig, TlsClientConfig,
-    check_plaintext, parse_retry_after,
+    Compression, Delivered, ExportError, QueueConfig, RetryConfig, TlsClientConfig, check_plaintext,
 };
 use crate::config::node::deserialize_duration;
 use crate::otlp::Signal;
@@ -173,31 +172,8 @@ impl OtlpHttpExporter {
         for (k, v) in &self.headers {
             request.headers_mut().insert(k.clone(), v.clone());
         }
-        let exchange = async {
-            let response =
-                self.client
-                    .request(request)
-                    .await
-                    .map_err(|e| ExportError::Retryable {
-                        message: format!("request failed: {e}"),
-                        retry_after: None,
-                    })?;
-            let status = response.status();
-            let retry_after = parse_retry_after(response.headers().get(http::header::RETRY_AFTER));
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            Ok::<_, ExportError>((status, retry_after, body))
-        };
-        let (status, retry_after, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| ExportError::Retryable {
-                message: format!("no response within {:?}", self.timeout),
-                retry_after: None,
-            })??;
+        let (status, retry_after, body) =
+            super::http_exchange(&self.client, request, self.timeout).await?;
         if status.is_success() {
             return Ok(Delivered {
                 rejected: super::otlp::rejected_items(signal, &body),

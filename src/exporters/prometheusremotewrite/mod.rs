@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -18,10 +18,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use prost::Message;
 use serde::Deserialize;
 
-use super::{
-    Delivered, ExportError, QueueConfig, RetryConfig, TlsClientConfig, check_plaintext,
-    parse_retry_after,
-};
+use super::{Delivered, ExportError, QueueConfig, RetryConfig, TlsClientConfig, check_plaintext};
 use crate::config::node::deserialize_duration;
 use crate::otlp::Signal;
 use crate::receivers::prometheus::config::Unsupported;
@@ -273,31 +270,8 @@ impl PrometheusRemoteWriteExporter {
         for (k, v) in &self.headers {
             http_request.headers_mut().insert(k.clone(), v.clone());
         }
-        let exchange = async {
-            let response =
-                self.client
-                    .request(http_request)
-                    .await
-                    .map_err(|e| ExportError::Retryable {
-                        message: format!("request failed: {e}"),
-                        retry_after: None,
-                    })?;
-            let status = response.status();
-            let retry_after = parse_retry_after(response.headers().get(http::header::RETRY_AFTER));
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            Ok::<_, ExportError>((status, retry_after, body))
-        };
-        let (status, retry_after, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| ExportError::Retryable {
-                message: format!("no response within {:?}", self.timeout),
-                retry_after: None,
-            })??;
+        let (status, retry_after, body) =
+            super::http_exchange(&self.client, http_request, self.timeout).await?;
         if status.is_success() {
             return Ok(());
         }
@@ -342,6 +316,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use http_body_util::BodyExt;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::metrics::v1::{
         Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
