@@ -208,6 +208,32 @@ fn kubernetes_manifests_embed_valid_configs() {
 }
 
 #[test]
+fn kubernetes_configmap_is_configs_agent_yaml() {
+    // The DaemonSet mounts configs/agent.yaml: its ConfigMap embeds the file verbatim, so the
+    // two cannot drift apart (tests/e2e/test_manifests.py checks the same with a YAML parser).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let agent = std::fs::read_to_string(root.join("configs/agent.yaml")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("configs/kubernetes/daemonset.yaml")).unwrap();
+    let start = manifest
+        .find("  sluice.yaml: |\n")
+        .expect("daemonset.yaml has a ConfigMap with sluice.yaml");
+    let mut embedded: String = manifest[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    // A YAML literal block (`|`) keeps exactly one final newline.
+    while embedded.ends_with("\n\n") {
+        embedded.pop();
+    }
+    assert!(
+        embedded == agent,
+        "the ConfigMap's sluice.yaml in configs/kubernetes/daemonset.yaml differs from configs/agent.yaml"
+    );
+}
+
+#[test]
 fn the_embedded_default_config_loads() {
     let config = Config::load_default().unwrap();
     assert_eq!(config.service.pipelines.len(), 3);
