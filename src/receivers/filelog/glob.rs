@@ -2,6 +2,7 @@
 //! path segment, `**` for any number of directories), matched segment by segment, and the
 //! directory walk that finds the files a pattern names without listing unrelated trees.
 
+use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
 /// Directories deeper than this below a `**` are not searched (symlink loops, runaway trees).
@@ -86,8 +87,9 @@ impl Pattern {
         (root, self.segments.len() - literal > 1)
     }
 
-    /// Every regular file the pattern names right now.
-    pub fn expand(&self, out: &mut Vec<PathBuf>) {
+    /// Every regular file the pattern names right now, with its metadata (one `stat` per
+    /// file; directories found by a wildcard are told apart by the directory entry's type).
+    pub fn expand(&self, out: &mut Vec<(PathBuf, Metadata)>) {
         let root = if self.absolute {
             PathBuf::from("/")
         } else {
@@ -97,7 +99,7 @@ impl Pattern {
     }
 }
 
-fn walk(dir: &Path, segments: &[Segment], depth: usize, out: &mut Vec<PathBuf>) {
+fn walk(dir: &Path, segments: &[Segment], depth: usize, out: &mut Vec<(PathBuf, Metadata)>) {
     let Some((first, rest)) = segments.split_first() else {
         return;
     };
@@ -116,28 +118,38 @@ fn walk(dir: &Path, segments: &[Segment], depth: usize, out: &mut Vec<PathBuf>) 
         }
         Segment::Name(name) if !has_wildcard(name) => {
             let path = dir.join(name);
-            visit(&path, rest, depth, out);
+            visit(&path, None, rest, depth, out);
         }
         Segment::Name(name) => {
-            for (path, _) in read_dir(dir) {
+            for (path, is_dir) in read_dir(dir) {
                 let matched = path
                     .file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| match_name(name.as_bytes(), n.as_bytes()));
                 if matched {
-                    visit(&path, rest, depth, out);
+                    visit(&path, Some(is_dir), rest, depth, out);
                 }
             }
         }
     }
 }
 
-fn visit(path: &Path, rest: &[Segment], depth: usize, out: &mut Vec<PathBuf>) {
+/// `is_dir` is what the directory entry said, when the path came from one.
+fn visit(
+    path: &Path,
+    is_dir: Option<bool>,
+    rest: &[Segment],
+    depth: usize,
+    out: &mut Vec<(PathBuf, Metadata)>,
+) {
     if rest.is_empty() {
-        if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-            out.push(path.to_path_buf());
+        if is_dir != Some(true)
+            && let Ok(meta) = std::fs::metadata(path)
+            && meta.is_file()
+        {
+            out.push((path.to_path_buf(), meta));
         }
-    } else if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+    } else if is_dir.unwrap_or_else(|| std::fs::metadata(path).is_ok_and(|m| m.is_dir())) {
         walk(path, rest, depth + 1, out);
     }
 }
@@ -370,11 +382,13 @@ mod tests {
         let p = Pattern::new(&format!("{}/*/*/*.log", dir.display())).unwrap();
         let mut out = Vec::new();
         p.expand(&mut out);
-        assert_eq!(out, vec![c.join("0.log")]);
+        let paths: Vec<_> = out.into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, vec![c.join("0.log")]);
         let p = Pattern::new(&format!("{}/**/*.log", dir.display())).unwrap();
         let mut out = Vec::new();
         p.expand(&mut out);
-        assert_eq!(out, vec![c.join("0.log")]);
+        let paths: Vec<_> = out.into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, vec![c.join("0.log")]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,7 +31,7 @@ use crate::telemetry::server::ShutdownRx;
 use checkpoint::CheckpointStore;
 use config::FilelogConfig;
 use tailer::{TailStats, Tailer, TailerSettings};
-use watch::{Changes, FALLBACK_POLL_FACTOR, FileWatcher};
+use watch::{Changes, FileWatcher, watched_rescan};
 
 /// Raw bytes read into one batch.
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -310,7 +310,7 @@ impl Task {
                 if discover {
                     next_discovery = now
                         + if active {
-                            self.poll_interval * FALLBACK_POLL_FACTOR
+                            watched_rescan(self.poll_interval)
                         } else {
                             self.poll_interval
                         };
@@ -426,7 +426,7 @@ impl Task {
             let mut wake = if can_read {
                 next_discovery
             } else {
-                Instant::now() + self.poll_interval * FALLBACK_POLL_FACTOR
+                Instant::now() + watched_rescan(self.poll_interval)
             };
             if can_read && watcher.is_some() && tailer.as_ref().is_some_and(Tailer::has_unwatched) {
                 wake = wake.min(next_unwatched_poll);

@@ -252,9 +252,9 @@ impl Tailer {
         for p in &self.settings.include {
             p.expand(&mut paths);
         }
-        paths.sort();
-        paths.dedup();
-        paths.retain(|p| {
+        paths.sort_by(|a, b| a.0.cmp(&b.0));
+        paths.dedup_by(|a, b| a.0 == b.0);
+        paths.retain(|(p, _)| {
             !p.to_string_lossy().ends_with(".gz")
                 && !self.settings.exclude.iter().any(|e| e.matches(p))
         });
@@ -267,10 +267,7 @@ impl Tailer {
         for f in &mut self.files {
             f.present = false;
         }
-        for path in paths {
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
+        for (path, meta) in paths {
             let (dev, ino, size) = (meta.dev(), meta.ino(), meta.size());
             if let Some(f) = self.files.iter_mut().find(|f| f.dev == dev && f.ino == ino) {
                 // While we hold its descriptor the inode cannot be reused, so this is the same

@@ -1,20 +1,29 @@
 //! Wakes the tailer when something changes under the include patterns (inotify, through
 //! `notify`): a write marks its file to be read, a new, renamed or deleted entry asks for
 //! discovery. The periodic poll stays as the fallback for what inotify cannot see (a full
-//! event queue, a watch limit reached, paths through symlinks); while inotify works it runs
-//! `FALLBACK_POLL_FACTOR` times less often.
+//! event queue, a watch limit reached, paths through symlinks); while inotify works it is a
+//! safety net that runs every `WATCHED_RESCAN`, so idle files cost next to nothing however
+//! many there are.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use notify::event::{CreateKind, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use super::glob::Pattern;
 
-/// With inotify working, the full poll runs every `poll_interval` times this.
-pub const FALLBACK_POLL_FACTOR: u32 = 10;
+/// With inotify working, the full poll (a walk of the patterns and a `stat` per file) runs
+/// this often, or every 10 `poll_interval`s if that is longer. Writes, truncations, creations,
+/// renames and deletions all arrive as events; lost events (a full queue) ask for a poll
+/// at once.
+pub const WATCHED_RESCAN: Duration = Duration::from_secs(30);
+/// The rescan interval while inotify works.
+pub fn watched_rescan(poll_interval: Duration) -> Duration {
+    WATCHED_RESCAN.max(poll_interval * 10)
+}
 /// Written paths remembered between two passes; past this, a full discovery is asked for
 /// instead (it stats every file), so the set stays bounded.
 const MAX_PENDING_PATHS: usize = 4096;
