@@ -49,6 +49,12 @@ const SAVE_INTERVAL: Duration = Duration::from_millis(200);
 const EVENT_PASS_GAP: Duration = Duration::from_millis(20);
 /// After a directory appeared, discovery runs at once and again this much later.
 const NEW_DIR_RESCAN: Duration = Duration::from_millis(100);
+/// Past this many events a second (plus `BUSY_EVENTS_PER_FILE` per open file), waking for each
+/// write costs more than looking at every file each `poll_interval`: the watcher is dropped
+/// and the receiver polls, as the collector always does, for `BUSY_PAUSE`, then watches again.
+const BUSY_EVENTS_PER_SEC: usize = 1000;
+const BUSY_EVENTS_PER_FILE: usize = 10;
+const BUSY_PAUSE: Duration = Duration::from_secs(10);
 
 pub struct FilelogReceiver {
     id: String,
@@ -66,6 +72,8 @@ struct Metrics {
     files_skipped: Counter,
     dropped: Counter,
     checkpoint_age: Gauge,
+    watching: Gauge,
+    watch_pauses: Counter,
 }
 
 impl Metrics {
@@ -111,6 +119,16 @@ impl Metrics {
             checkpoint_age: registry.gauge(
                 "sluice_filelog_checkpoint_age_seconds",
                 "Seconds since the checkpoint was last written (-1 without storage).",
+                &l,
+            ),
+            watching: registry.gauge(
+                "sluice_filelog_watching",
+                "1 while file changes arrive as inotify events, 0 while polling.",
+                &l,
+            ),
+            watch_pauses: registry.counter(
+                "sluice_filelog_watch_pauses_total",
+                "Times writes came too fast to wake for each, so the receiver polled for a while instead.",
                 &l,
             ),
         }
@@ -221,6 +239,8 @@ enum Watching {
     Active(FileWatcher),
     /// A watched directory does not exist yet: try again at each poll.
     Later,
+    /// Writes came too fast to wake for each: polling until then, then watching again.
+    Busy(Instant),
     /// Unavailable or failed: polling only.
     Off,
 }
@@ -251,6 +271,8 @@ impl Task {
         // While watching: when files the watcher cannot see are looked at next.
         let mut next_unwatched_poll = Instant::now();
         let mut last_event_pass: Option<Instant> = None;
+        // Events counted since the window's start, to tell when writes come too fast.
+        let mut event_window = (Instant::now(), 0usize);
         let mut read_again = false;
         let mut stats = TailStats::default();
         loop {
@@ -287,9 +309,18 @@ impl Task {
             let mut read_now = false;
             let can_read = !blocked && inflight.len() < MAX_IN_FLIGHT;
             let gap_over = last_event_pass.is_none_or(|at| now >= at + EVENT_PASS_GAP);
+            if let Watching::Busy(until) = watching
+                && now >= until
+            {
+                watching = Watching::Later;
+            }
             if can_read && now >= next_discovery && matches!(watching, Watching::Later) {
                 watching = self.start_watching().await;
                 roots_changed = matches!(watching, Watching::Active(_));
+                self.metrics
+                    .watching
+                    .set(i64::from(matches!(watching, Watching::Active(_))));
+                event_window = (now, 0);
             }
             let mut changes = Changes::default();
             if can_read
@@ -297,10 +328,24 @@ impl Task {
                 && let Some(w) = watching.watcher()
             {
                 changes = w.take();
+                if now >= event_window.0 + Duration::from_secs(1) {
+                    event_window = (now, 0);
+                }
+                event_window.1 += changes.events;
+                let open = tailer.as_ref().map_or(0, Tailer::open_files);
+                if event_window.1 > BUSY_EVENTS_PER_SEC + BUSY_EVENTS_PER_FILE * open {
+                    tracing::debug!(receiver = %self.id, events = event_window.1, "Writes come faster than is worth waking for each; polling for a while.");
+                    watching = Watching::Busy(now + BUSY_PAUSE);
+                    self.metrics.watching.set(0);
+                    self.metrics.watch_pauses.add(1);
+                    roots_changed = true;
+                    next_discovery = now;
+                }
             }
             if let Some(error) = changes.failed.take() {
                 tracing::warn!(receiver = %self.id, %error, "File watching failed; finding changes by polling every poll_interval from now on.");
                 watching = Watching::Off;
+                self.metrics.watching.set(0);
                 roots_changed = true;
                 next_discovery = now;
             }
@@ -752,6 +797,77 @@ mod tests {
             "before any poll"
         );
         drop(batch);
+        stop.send(true).unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes faster than is worth waking for each: the receiver polls instead (and says so in
+    /// its metrics), and every line still arrives once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_writes_switches_to_polling_and_loses_nothing() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("sluice-busy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ns_pod_0a1b/app")).unwrap();
+        let log = dir.join("ns_pod_0a1b/app/0.log");
+        std::fs::write(&log, "").unwrap();
+        let config = FilelogConfig {
+            include: vec![format!("{}/*/*/*.log", dir.display())],
+            start_at: config::StartAt::Beginning,
+            poll_interval: Duration::from_millis(50),
+            operators: vec![Default::default()],
+            ..Default::default()
+        };
+        let (tx, mut rx) = mpsc::channel(1024);
+        let consumer = Consumer::new(vec![PipelineInput {
+            pipeline: "logs".into(),
+            tx,
+            gates: Vec::new(),
+        }]);
+        let registry = Registry::default();
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = FilelogReceiver::new("filelog", &config, None)
+            .start(
+                Consumers {
+                    logs: Some(consumer),
+                    ..Default::default()
+                },
+                &registry,
+                stop_rx,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            registry
+                .render()
+                .contains("sluice_filelog_watching{receiver=\"filelog\"} 1")
+        );
+        // One write per line, as a container runtime writes: far more events than the limit.
+        let lines = 5000;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for i in 0..lines {
+            writeln!(f, "2024-01-01T00:00:00Z stdout F line {i}").unwrap();
+        }
+        drop(f);
+        let mut got = 0;
+        while got < lines {
+            let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("every line arrives")
+                .unwrap();
+            got += batch.items;
+        }
+        assert_eq!(got, lines);
+        let text = registry.render();
+        assert!(
+            text.contains("sluice_filelog_watch_pauses_total{receiver=\"filelog\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_filelog_watching{receiver=\"filelog\"} 0"));
         stop.send(true).unwrap();
         for t in tasks {
             t.await.unwrap();

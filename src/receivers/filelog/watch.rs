@@ -39,6 +39,8 @@ pub struct Changes {
     pub new_dirs: bool,
     /// inotify stopped working (watch limit, read error): poll from now on.
     pub failed: Option<String>,
+    /// Events received (each one woke the watcher's thread), whatever their kind.
+    pub events: usize,
 }
 
 impl Changes {
@@ -158,6 +160,7 @@ fn record(shared: &Shared, event: notify::Result<notify::Event>) {
         Ok(c) => c,
         Err(poisoned) => poisoned.into_inner(),
     };
+    changes.events += 1;
     match event {
         Err(e) => changes.failed = Some(e.to_string()),
         Ok(event) if event.need_rescan() => changes.discover = true,
