@@ -34,7 +34,7 @@ use tailer::{TailStats, Tailer, TailerSettings};
 use watch::{Changes, FileWatcher, watched_rescan};
 
 /// Raw bytes read into one batch.
-const BATCH_BYTES: usize = 1024 * 1024;
+const BATCH_BYTES: usize = 256 * 1024;
 /// Batches handed on and not yet acknowledged; reading pauses at this many.
 const MAX_IN_FLIGHT: usize = 16;
 /// First wait before offering a refused batch again; doubles up to `REFUSAL_BACKOFF_MAX`.
