@@ -812,8 +812,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-busy-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("ns_pod_0a1b/app")).unwrap();
-        let log = dir.join("ns_pod_0a1b/app/0.log");
-        std::fs::write(&log, "").unwrap();
+        let logs = [
+            dir.join("ns_pod_0a1b/app/0.log"),
+            dir.join("ns_pod_0a1b/app/1.log"),
+        ];
+        for log in &logs {
+            std::fs::write(log, "").unwrap();
+        }
         let config = FilelogConfig {
             include: vec![format!("{}/*/*/*.log", dir.display())],
             start_at: config::StartAt::Beginning,
@@ -847,12 +852,16 @@ mod tests {
                 .contains("sluice_filelog_watching{receiver=\"filelog\"} 1")
         );
         // One write per line, as a container runtime writes: far more events than the limit.
-        let lines = 5000;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        // The files take turns, as inotify merges an event into an identical one before it.
+        let lines = 20_000;
+        let mut files: Vec<_> = logs
+            .iter()
+            .map(|log| std::fs::OpenOptions::new().append(true).open(log).unwrap())
+            .collect();
         for i in 0..lines {
-            writeln!(f, "2024-01-01T00:00:00Z stdout F line {i}").unwrap();
+            writeln!(files[i % 2], "2024-01-01T00:00:00Z stdout F line {i}").unwrap();
         }
-        drop(f);
+        drop(files);
         let mut got = 0;
         while got < lines {
             let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
