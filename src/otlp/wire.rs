@@ -120,7 +120,7 @@ pub fn write_len_field(field: u32, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-fn write_len_header(field: u32, payload_len: usize, out: &mut Vec<u8>) {
+pub fn write_len_header(field: u32, payload_len: usize, out: &mut Vec<u8>) {
     encode_varint(tag(field, WIRE_LEN), out);
     encode_varint(payload_len as u64, out);
 }

@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -409,7 +408,7 @@ impl Task {
                     }
                     read_now = true;
                     if out.records > 0 {
-                        let payload = Bytes::from(out.request.encode_to_vec());
+                        let payload = Bytes::from(out.payload);
                         let seq = next_seq;
                         next_seq += 1;
                         let mut f = InFlight {

@@ -5,10 +5,15 @@
 use std::path::Path;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+#[cfg(test)]
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::parser::{Entry, Extra};
+use prost::Message;
+
+use crate::otlp::wire::{len_field_len, write_len_field, write_len_header};
+
+use super::parser::{Entry, Extra, Stream};
 
 /// What the path of a kubelet-managed log file says about its container.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +129,146 @@ pub fn file_attributes(
     attrs
 }
 
+/// Attributes every record of a file carries, as values and as encoded `LogRecord.attributes`
+/// fields, so a record copies them in one go.
+#[derive(Clone, Debug, Default)]
+pub struct Attrs {
+    pub list: Vec<KeyValue>,
+    wire: Vec<u8>,
+}
+
+impl Attrs {
+    pub fn new(list: Vec<KeyValue>) -> Attrs {
+        let mut wire = Vec::new();
+        for kv in &list {
+            prost::encoding::message::encode(LR_ATTRIBUTES, kv, &mut wire);
+        }
+        Attrs { list, wire }
+    }
+}
+
+// Field numbers of the OTLP messages written here.
+const REQ_RESOURCE_LOGS: u32 = 1;
+const RL_RESOURCE: u32 = 1;
+const RL_SCOPE_LOGS: u32 = 2;
+const SL_LOG_RECORDS: u32 = 2;
+const LR_TIME: u8 = (1 << 3) | 1; // fixed64
+const LR_BODY: u32 = 5;
+const LR_ATTRIBUTES: u32 = 6;
+const LR_OBSERVED_TIME: u8 = (11 << 3) | 1; // fixed64
+const KV_KEY: u32 = 1;
+const KV_VALUE: u32 = 2;
+const AV_STRING: u32 = 1;
+
+/// The records of one file read in one pass, encoded as they come as `ScopeLogs.log_records`
+/// fields (what prost would write for the records `entry_record` and `raw_record` build, field
+/// for field), without building message values: this is the tailer's hot path.
+#[derive(Debug, Default)]
+pub struct Records {
+    wire: Vec<u8>,
+    count: usize,
+    scratch: Vec<u8>,
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// A parsed (possibly joined) entry: `entry_record`, encoded.
+    pub fn entry(&mut self, entry: Entry, file_attrs: &Attrs, observed_ns: u64) {
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        scratch.extend_from_slice(&file_attrs.wire);
+        let stream = match entry.stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        put_str_attr("log.iostream", stream, scratch);
+        if let Some(tag) = &entry.logtag {
+            put_str_attr("logtag", tag, scratch);
+        }
+        for (key, value) in entry.extra {
+            let kv = kv(&key, extra_value(value));
+            prost::encoding::message::encode(LR_ATTRIBUTES, &kv, scratch);
+        }
+        self.push(entry.time_ns, &entry.message, observed_ns);
+    }
+
+    /// A line that is not a container log line: `raw_record`, encoded.
+    pub fn raw(&mut self, text: &str, file_attrs: &Attrs, observed_ns: u64) {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&file_attrs.wire);
+        self.push(0, text, observed_ns);
+    }
+
+    /// Writes one record: times, the body, then the attributes waiting in `scratch`.
+    fn push(&mut self, time_ns: u64, body: &str, observed_ns: u64) {
+        let any_value = len_field_len(AV_STRING, body.len());
+        let mut len = len_field_len(LR_BODY, any_value) + self.scratch.len();
+        if time_ns != 0 {
+            len += 9;
+        }
+        if observed_ns != 0 {
+            len += 9;
+        }
+        let w = &mut self.wire;
+        write_len_header(SL_LOG_RECORDS, len, w);
+        if time_ns != 0 {
+            w.push(LR_TIME);
+            w.extend_from_slice(&time_ns.to_le_bytes());
+        }
+        write_len_header(LR_BODY, any_value, w);
+        write_len_field(AV_STRING, body.as_bytes(), w);
+        w.extend_from_slice(&self.scratch);
+        if observed_ns != 0 {
+            w.push(LR_OBSERVED_TIME);
+            w.extend_from_slice(&observed_ns.to_le_bytes());
+        }
+        self.count += 1;
+    }
+
+    /// Appends a `ResourceLogs` holding these records under `resource` to an encoded
+    /// `ExportLogsServiceRequest`.
+    pub fn frame_into(&self, resource: &[KeyValue], request: &mut Vec<u8>) {
+        let resource = Resource {
+            attributes: resource.to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let rl_len = len_field_len(RL_RESOURCE, resource.len())
+            + len_field_len(RL_SCOPE_LOGS, self.wire.len());
+        write_len_header(REQ_RESOURCE_LOGS, rl_len, request);
+        write_len_field(RL_RESOURCE, &resource, request);
+        write_len_field(RL_SCOPE_LOGS, &self.wire, request);
+    }
+}
+
+/// A `KeyValue` with a string value, as an attributes field.
+fn put_str_attr(key: &str, value: &str, out: &mut Vec<u8>) {
+    let any_value = len_field_len(AV_STRING, value.len());
+    let kv = len_field_len(KV_KEY, key.len()) + len_field_len(KV_VALUE, any_value);
+    write_len_header(LR_ATTRIBUTES, kv, out);
+    write_len_field(KV_KEY, key.as_bytes(), out);
+    write_len_header(KV_VALUE, any_value, out);
+    write_len_field(AV_STRING, value.as_bytes(), out);
+}
+
+fn extra_value(value: Extra) -> Value {
+    match value {
+        Extra::Str(s) | Extra::Json(s) => Value::StringValue(s),
+        Extra::Int(i) => Value::IntValue(i),
+        Extra::Double(d) => Value::DoubleValue(d),
+        Extra::Bool(b) => Value::BoolValue(b),
+    }
+}
+
 /// A record for a parsed (possibly joined) entry.
+#[cfg(test)]
 pub fn entry_record(entry: Entry, file_attrs: &[KeyValue], observed_ns: u64) -> LogRecord {
     let mut attributes = file_attrs.to_vec();
     attributes.push(str_kv("log.iostream", entry.stream.as_str()));
@@ -132,13 +276,7 @@ pub fn entry_record(entry: Entry, file_attrs: &[KeyValue], observed_ns: u64) -> 
         attributes.push(str_kv("logtag", tag));
     }
     for (key, value) in entry.extra {
-        let v = match value {
-            Extra::Str(s) | Extra::Json(s) => Value::StringValue(s),
-            Extra::Int(i) => Value::IntValue(i),
-            Extra::Double(d) => Value::DoubleValue(d),
-            Extra::Bool(b) => Value::BoolValue(b),
-        };
-        attributes.push(kv(&key, v));
+        attributes.push(kv(&key, extra_value(value)));
     }
     LogRecord {
         time_unix_nano: entry.time_ns,
@@ -152,6 +290,7 @@ pub fn entry_record(entry: Entry, file_attrs: &[KeyValue], observed_ns: u64) -> 
 }
 
 /// A record for a line that is not a container log line: its text as the body.
+#[cfg(test)]
 pub fn raw_record(text: String, file_attrs: &[KeyValue], observed_ns: u64) -> LogRecord {
     LogRecord {
         observed_time_unix_nano: observed_ns,
@@ -163,6 +302,7 @@ pub fn raw_record(text: String, file_attrs: &[KeyValue], observed_ns: u64) -> Lo
     }
 }
 
+#[cfg(test)]
 pub fn resource_logs(resource: &[KeyValue], records: Vec<LogRecord>) -> ResourceLogs {
     ResourceLogs {
         resource: Some(Resource {
@@ -180,6 +320,71 @@ pub fn resource_logs(resource: &[KeyValue], records: Vec<LogRecord>) -> Resource
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+
+    /// The encoder writes exactly what prost writes for the records built as values.
+    #[test]
+    fn encoded_records_are_what_prost_writes() {
+        let attrs = vec![
+            str_kv("log.file.path", "/var/log/pods/ns_pod_0a/app/0.log"),
+            kv("n", Value::IntValue(-3)),
+        ];
+        let file_attrs = Attrs::new(attrs.clone());
+        let resource = vec![str_kv("k8s.pod.name", "pod")];
+        let entries = || {
+            vec![
+                Entry {
+                    stream: Stream::Stdout,
+                    time_ns: 1_700_000_000_123_456_789,
+                    message: "hello".into(),
+                    logtag: Some("F".into()),
+                    extra: Vec::new(),
+                },
+                Entry {
+                    stream: Stream::Stderr,
+                    time_ns: 0,
+                    message: "x".repeat(300),
+                    logtag: None,
+                    extra: vec![
+                        ("s".into(), Extra::Str("v".into())),
+                        ("".into(), Extra::Int(7)),
+                        ("d".into(), Extra::Double(0.5)),
+                        ("b".into(), Extra::Bool(false)),
+                        ("j".into(), Extra::Json("{}".into())),
+                    ],
+                },
+                Entry {
+                    stream: Stream::Stdout,
+                    time_ns: 5,
+                    message: String::new(),
+                    logtag: Some("P".into()),
+                    extra: Vec::new(),
+                },
+            ]
+        };
+        for observed in [0, 42] {
+            let mut records = Records::default();
+            let mut values = Vec::new();
+            for e in entries() {
+                values.push(entry_record(e.clone(), &attrs, observed));
+                records.entry(e, &file_attrs, observed);
+            }
+            values.push(raw_record("not cri".into(), &attrs, observed));
+            records.raw("not cri", &file_attrs, observed);
+            assert_eq!(records.len(), 4);
+            let mut ours = Vec::new();
+            records.frame_into(&resource, &mut ours);
+            records.frame_into(&[], &mut ours);
+            let theirs = ExportLogsServiceRequest {
+                resource_logs: vec![
+                    resource_logs(&resource, values.clone()),
+                    resource_logs(&[], values),
+                ],
+            }
+            .encode_to_vec();
+            assert_eq!(ours, theirs);
+        }
+    }
 
     #[test]
     fn pod_path_as_the_collector_reads_it() {

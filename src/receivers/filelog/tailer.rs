@@ -11,15 +11,13 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::checkpoint::{FileCheckpoint, from_hex, to_hex};
 use super::config::{ContainerFormat, FilelogConfig, StartAt};
 use super::glob::Pattern;
 use super::parser::{Joined, Joiner, Parsed, Stream, parse_line};
-use super::records;
+use super::records::{self, Attrs, Records};
 use super::watch::WatchedRoots;
 
 /// Bytes read from one file per pass, so one busy file cannot starve the others.
@@ -125,7 +123,7 @@ struct TrackedFile {
     /// Inside a line longer than `max_log_size`: the stream and time of its first part.
     long_line: Option<Option<(Stream, u64)>>,
     resource: Vec<KeyValue>,
-    file_attrs: Vec<KeyValue>,
+    file_attrs: Attrs,
 }
 
 impl TrackedFile {
@@ -154,7 +152,8 @@ impl TrackedFile {
 /// A batch of records read in one pass, with where each file may resume once it is delivered.
 #[derive(Debug, Default)]
 pub struct ReadOutput {
-    pub request: ExportLogsServiceRequest,
+    /// An encoded `ExportLogsServiceRequest`: one `ResourceLogs` per file read from.
+    pub payload: Vec<u8>,
     pub records: usize,
     /// `(file id, offset)`: everything before `offset` is in this batch or an earlier one.
     pub positions: Vec<(u64, u64)>,
@@ -462,7 +461,7 @@ impl Tailer {
         }
         let mut chunk = vec![0u8; READ_CHUNK];
         for &i in &order {
-            let mut records = Vec::new();
+            let mut records = Records::default();
             let f = &mut self.files[i];
             // copytruncate followed at once by more writes than before: the size alone does not
             // show it, and reading on from our offset would emit the middle of the new content
@@ -517,9 +516,7 @@ impl Tailer {
             if !records.is_empty() {
                 out.records += records.len();
                 self.stats.records += records.len() as u64;
-                out.request
-                    .resource_logs
-                    .push(records::resource_logs(&f.resource, records));
+                records.frame_into(&f.resource, &mut out.payload);
             }
         }
         self.cursor = self.cursor.wrapping_add(1);
@@ -533,7 +530,7 @@ impl Tailer {
             }
             let mut f = self.files.remove(i);
             exhausted.remove(i);
-            let mut records = Vec::new();
+            let mut records = Records::default();
             if !f.buf.is_empty() {
                 let line = std::mem::take(&mut f.buf);
                 let line_start = f.offset - line.len() as u64;
@@ -552,9 +549,7 @@ impl Tailer {
             if !records.is_empty() {
                 out.records += records.len();
                 self.stats.records += records.len() as u64;
-                out.request
-                    .resource_logs
-                    .push(records::resource_logs(&f.resource, records));
+                records.frame_into(&f.resource, &mut out.payload);
             }
             self.stats.files_closed += 1;
             if self.released.len() >= MAX_RELEASED {
@@ -606,14 +601,14 @@ fn read_fingerprint(file: &File, size: usize) -> Vec<u8> {
     head
 }
 
-fn file_attrs(s: &TailerSettings, path: &Path) -> Vec<KeyValue> {
-    records::file_attributes(
+fn file_attrs(s: &TailerSettings, path: &Path) -> Attrs {
+    Attrs::new(records::file_attributes(
         path,
         s.include_file_name,
         s.include_file_path,
         s.include_file_path_resolved,
         s.include_file_name_resolved,
-    )
+    ))
 }
 
 fn resource(s: &TailerSettings, path: &Path) -> Vec<KeyValue> {
@@ -628,7 +623,7 @@ fn split_lines(
     s: &TailerSettings,
     stats: &mut TailStats,
     observed: u64,
-    out: &mut Vec<LogRecord>,
+    out: &mut Records,
 ) {
     let buf = std::mem::take(&mut f.buf);
     let buf_start = f.offset - buf.len() as u64;
@@ -666,32 +661,28 @@ fn emit_line(
     s: &TailerSettings,
     stats: &mut TailStats,
     observed: u64,
-    out: &mut Vec<LogRecord>,
+    out: &mut Records,
 ) {
     let Some(c) = &s.container else {
-        out.push(records::raw_record(
-            String::from_utf8_lossy(line).into_owned(),
-            &f.file_attrs,
-            observed,
-        ));
+        out.raw(&String::from_utf8_lossy(line), &f.file_attrs, observed);
         return;
     };
     if let Some(first) = f.long_line {
         // A later part of an over-long line: it has no prefix of its own.
-        let text = String::from_utf8_lossy(line).into_owned();
+        let text = String::from_utf8_lossy(line);
         match first {
-            Some((stream, time_ns)) => out.push(records::entry_record(
+            Some((stream, time_ns)) => out.entry(
                 super::parser::Entry {
                     stream,
                     time_ns,
-                    message: text,
+                    message: text.into_owned(),
                     logtag: Some("F".into()),
                     extra: Vec::new(),
                 },
                 &f.file_attrs,
                 observed,
-            )),
-            None => out.push(records::raw_record(text, &f.file_attrs, observed)),
+            ),
+            None => out.raw(&text, &f.file_attrs, observed),
         }
         return;
     }
@@ -708,7 +699,7 @@ fn emit_line(
                 if split {
                     stats.split += 1;
                 }
-                out.push(records::entry_record(entry, &f.file_attrs, observed));
+                out.entry(entry, &f.file_attrs, observed);
             }
         }
         Parsed::Broken(text) => {
@@ -716,20 +707,15 @@ fn emit_line(
                 f.long_line = Some(None);
             }
             stats.unparsed += 1;
-            out.push(records::raw_record(text, &f.file_attrs, observed));
+            out.raw(&text, &f.file_attrs, observed);
         }
     }
 }
 
-fn flush_joiner(
-    f: &mut TrackedFile,
-    stats: &mut TailStats,
-    observed: u64,
-    out: &mut Vec<LogRecord>,
-) {
+fn flush_joiner(f: &mut TrackedFile, stats: &mut TailStats, observed: u64, out: &mut Records) {
     for entry in f.joiner.drain() {
         stats.split += 1;
-        out.push(records::entry_record(entry, &f.file_attrs, observed));
+        out.entry(entry, &f.file_attrs, observed);
     }
 }
 
@@ -779,7 +765,10 @@ mod tests {
     }
 
     fn bodies(out: &ReadOutput) -> Vec<String> {
-        out.request
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use prost::Message;
+        ExportLogsServiceRequest::decode(out.payload.as_slice())
+            .unwrap()
             .resource_logs
             .iter()
             .flat_map(|rl| &rl.scope_logs)
