@@ -6,6 +6,7 @@ use super::error::{ConfigError, Loc, closest};
 use super::node::{self, Node};
 use crate::exporters::debug::DebugExporterConfig;
 use crate::exporters::file::FileExporterConfig;
+use crate::exporters::loadbalancing::LoadBalancingConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
 use crate::exporters::otlphttp::OtlpHttpExporterConfig;
 use crate::exporters::prometheusremotewrite::PrometheusRemoteWriteConfig;
@@ -74,12 +75,14 @@ pub enum ExporterConfig {
     File(FileExporterConfig),
     Debug(DebugExporterConfig),
     PrometheusRemoteWrite(Box<PrometheusRemoteWriteConfig>),
+    LoadBalancing(Box<LoadBalancingConfig>),
 }
 
 impl ExporterConfig {
     pub fn signals(&self) -> &'static [Signal] {
         match self {
             ExporterConfig::PrometheusRemoteWrite(_) => METRICS,
+            ExporterConfig::LoadBalancing(_) => &[Signal::Traces],
             _ => ALL,
         }
     }
@@ -104,7 +107,7 @@ const PLANNED_PROCESSORS: &[&str] = &[
     "resource_detection",
     "groupbytrace",
 ];
-const PLANNED_EXPORTERS: &[&str] = &["loadbalancing", "load_balancing", "prometheus", "kafka"];
+const PLANNED_EXPORTERS: &[&str] = &["prometheus", "kafka"];
 const PLANNED_EXTENSIONS: &[&str] = &["pprof", "zpages", "bearertokenauth", "basicauth"];
 
 fn unknown_type(
@@ -256,6 +259,9 @@ pub fn parse_exporter(
         "prometheusremotewrite" | "prometheus_remote_write" => {
             ExporterConfig::PrometheusRemoteWrite(Box::new(node::from_node(body, path)?))
         }
+        "loadbalancing" | "load_balancing" => {
+            ExporterConfig::LoadBalancing(Box::new(node::from_node(body, path)?))
+        }
         _ => {
             return Err(unknown_type(
                 "exporter",
@@ -271,6 +277,8 @@ pub fn parse_exporter(
                     "debug",
                     "prometheusremotewrite",
                     "prometheus_remote_write",
+                    "loadbalancing",
+                    "load_balancing",
                 ],
                 PLANNED_EXPORTERS,
             ));
@@ -282,6 +290,7 @@ pub fn parse_exporter(
         ExporterConfig::File(c) => c.validate(),
         ExporterConfig::Debug(_) => Ok(()),
         ExporterConfig::PrometheusRemoteWrite(c) => c.validate(),
+        ExporterConfig::LoadBalancing(c) => c.validate(),
     };
     checked.map_err(|e| ConfigError::at(loc, path, e))?;
     Ok(config)

@@ -3,6 +3,7 @@
 
 pub mod debug;
 pub mod file;
+pub mod loadbalancing;
 pub mod otlp;
 pub mod otlphttp;
 pub mod prometheusremotewrite;
@@ -167,6 +168,9 @@ impl Exporter {
             ExporterConfig::PrometheusRemoteWrite(c) => Exporter::PrometheusRemoteWrite(Box::new(
                 prometheusremotewrite::PrometheusRemoteWriteExporter::new(c)?,
             )),
+            ExporterConfig::LoadBalancing(_) => {
+                return Err("the loadbalancing exporter is started by its router".into());
+            }
         })
     }
 
@@ -187,6 +191,10 @@ fn queue_and_retry(config: &ExporterConfig) -> (QueueConfig, RetryConfig) {
         ExporterConfig::Otlp(c) => (c.sending_queue.clone(), c.retry_on_failure.clone()),
         ExporterConfig::OtlpHttp(c) => (c.sending_queue.clone(), c.retry_on_failure.clone()),
         ExporterConfig::PrometheusRemoteWrite(c) => (c.queue(), c.retry_on_failure.clone()),
+        ExporterConfig::LoadBalancing(c) => (
+            c.sending_queue.clone(),
+            c.protocol.otlp.retry_on_failure.clone(),
+        ),
         // Local sinks: one writer, no retries, and the pipeline waits for them.
         ExporterConfig::File(_) | ExporterConfig::Debug(_) => (
             QueueConfig {
@@ -253,6 +261,10 @@ pub fn start(
     registry: &Registry,
     abort: ShutdownRx,
 ) -> Result<(ExporterHandle, Vec<JoinHandle<()>>), String> {
+    if let ExporterConfig::LoadBalancing(c) = config {
+        return loadbalancing::start(id, c, signals, registry, abort)
+            .map_err(|e| format!("exporter {id}: {e}"));
+    }
     let exporter =
         Arc::new(Exporter::build(id, config).map_err(|e| format!("exporter {id}: {e}"))?);
     let (queue, retry) = queue_and_retry(config);
