@@ -131,3 +131,51 @@ def test_the_daemonset_mounts_the_configmap_it_runs():
     default = directory.split(":-", 1)[1].rstrip("}") if directory.startswith("${") else directory
     checkpoints = next(m for m in container["volumeMounts"] if m["mountPath"] == default)
     assert not checkpoints.get("readOnly", False)
+
+
+def gateway_docs() -> dict:
+    return {d["kind"]: d for d in documents(MANIFEST_DIR / "gateway.yaml")}
+
+
+def test_gateway_configmap_embeds_configs_gateway_yaml_verbatim():
+    gateway = (REPO_ROOT / "configs" / "gateway.yaml").read_text()
+    embedded = gateway_docs()["ConfigMap"]["data"]["sluice.yaml"]
+    if embedded != gateway:
+        import difflib
+        diff = "".join(difflib.unified_diff(gateway.splitlines(True), embedded.splitlines(True),
+                                            "configs/gateway.yaml", "gateway.yaml ConfigMap sluice.yaml"))
+        pytest.fail("the gateway ConfigMap's sluice.yaml differs from configs/gateway.yaml:\n" + diff)
+
+
+def test_gateway_tier_is_what_the_agents_resolve():
+    docs = gateway_docs()
+    assert {"ConfigMap", "Service", "Deployment", "PodDisruptionBudget"} <= set(docs), set(docs)
+    svc, deploy, pdb = docs["Service"], docs["Deployment"], docs["PodDisruptionBudget"]
+    # Headless, so DNS answers one address per ready gateway pod.
+    assert svc["spec"]["clusterIP"] == "None"
+    labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # The agents' loadbalancing exporter resolves this Service's name on its OTLP port.
+    agent = yaml.safe_load((REPO_ROOT / "configs" / "agent-to-gateway.yaml").read_text())
+    dns = agent["exporters"]["loadbalancing/gateways"]["resolver"]["dns"]
+    hostname = dns["hostname"]
+    default = hostname.split(":-", 1)[1].rstrip("}") if hostname.startswith("${") else hostname
+    assert default == svc["metadata"]["name"] == "sluice-gateway-headless"
+    assert int(dns["port"]) in {p["port"] for p in svc["spec"]["ports"]}
+    pod = deploy["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert any(p["containerPort"] == 4317 for p in container["ports"])
+    config_volume = next(v for v in pod["volumes"] if "configMap" in v)
+    assert config_volume["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == config_volume["name"])
+    assert container["args"] == ["--config", f"{mount['mountPath']}/sluice.yaml"]
+
+
+def test_a_broken_gateway_deployment_is_rejected():
+    deploy = gateway_docs()["Deployment"]
+    validate(deploy, K8S_VERSIONS[-1])
+    broken = copy.deepcopy(deploy)
+    broken["spec"]["updateStrategy"] = broken["spec"].pop("strategy")  # a DaemonSet field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken, K8S_VERSIONS[-1])
