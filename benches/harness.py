@@ -44,7 +44,8 @@ import urllib.request
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-ALL_CONFIGS = ["rotel", "sluice-gzip", "sluice-none", "sluice-zstd", "sluice-tail"]
+ALL_CONFIGS = ["rotel", "sluice-gzip", "sluice-none", "sluice-zstd", "sluice-tail", "sluice-lb-none",
+               "sluice-lb-gzip"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,18 +616,38 @@ TAIL_SAMPLING = """\
 """
 
 
-def sluice_config(path, grpc_port, sink_port, metrics_port, compression, tail=False):
-    text = f"""\
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-processors:
-{TAIL_SAMPLING if tail else ""}  batch:
-    send_batch_size: 8192
-    timeout: 200ms
-exporters:
+# The `loadbalancing` exporter's three backends for sluice-lb-*: three ring members, each with
+# its own gRPC connection, queue and workers, all served by the one counting sink through three
+# spellings of 127.0.0.1 (getaddrinfo reads `127.1` and `127.0.1` as 127.0.0.1), so the sink's
+# count stays the single measure of delivery.
+LB_HOSTS = ["127.0.0.1", "127.1", "127.0.1"]
+
+
+def lb_exporter(sink_port, compression):
+    hostnames = ", ".join(f"{h}:{sink_port}" for h in LB_HOSTS)
+    return f"""\
+  loadbalancing:
+    routing_key: traceID
+    sending_queue:
+      queue_size: 4
+      block_on_overflow: true
+    protocol:
+      otlp:
+        tls:
+          insecure: true
+        compression: {compression}
+        sending_queue:
+          queue_size: 4
+          num_consumers: 2
+          block_on_overflow: true
+    resolver:
+      static:
+        hostnames: [{hostnames}]
+"""
+
+
+def sluice_config(path, grpc_port, sink_port, metrics_port, compression, tail=False, lb=False):
+    exporter = lb_exporter(sink_port, compression) if lb else f"""\
   otlp:
     endpoint: 127.0.0.1:{sink_port}
     tls:
@@ -638,12 +659,24 @@ exporters:
       queue_size: 4
       num_consumers: 2
       block_on_overflow: true
-service:
+"""
+    text = f"""\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+processors:
+{TAIL_SAMPLING if tail else ""}  batch:
+    send_batch_size: 8192
+    timeout: 200ms
+exporters:
+{exporter}service:
   pipelines:
     traces:
       receivers: [otlp]
       processors: [{"tail_sampling, " if tail else ""}batch]
-      exporters: [otlp]
+      exporters: [{"loadbalancing" if lb else "otlp"}]
   telemetry:
     metrics:
       address: 127.0.0.1:{metrics_port}
@@ -721,10 +754,11 @@ def run_config(name, a, procs, workdir):
         metrics_port = None
     else:
         tail = name == "sluice-tail"
-        compression = "gzip" if tail else name.split("-", 1)[1]
+        lb = name.startswith("sluice-lb-")
+        compression = "gzip" if tail else name.rsplit("-", 1)[1]
         metrics_port = free_port()
         cfg = os.path.join(cdir, "sluice.yaml")
-        sluice_config(cfg, grpc_port, sink_port, metrics_port, compression, tail)
+        sluice_config(cfg, grpc_port, sink_port, metrics_port, compression, tail, lb)
         v = subprocess.run([a.sluice, "validate", "--config", cfg], capture_output=True,
                            text=True, timeout=20)
         if v.returncode != 0:

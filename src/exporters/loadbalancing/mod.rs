@@ -240,6 +240,8 @@ impl LbMetrics {
 struct BackendQueue {
     items: Mutex<VecDeque<Batch>>,
     ready: Notify,
+    /// A worker took a batch: room for a router waiting on a full queue.
+    space: Notify,
     /// The backend left the ring: workers hand back what they hold and stop.
     removed: AtomicBool,
     /// Shutdown: workers drain the queue and stop.
@@ -452,7 +454,7 @@ impl Router {
                 next = input.recv(), if !self.ring.is_empty() => match next {
                     Some(batch) => {
                         self.queue_size.add(-1);
-                        self.route(batch, false);
+                        self.route_input(batch).await;
                     }
                     None => input_open = false,
                 },
@@ -495,7 +497,7 @@ impl Router {
         match ev {
             Event::Reroute(batch) => {
                 self.metrics.rerouted.add(batch.items as u64);
-                self.route(batch, true);
+                let _ = self.route(batch, true);
             }
             Event::Down(endpoint) => {
                 let Some(b) = self.backends.get(&endpoint) else {
@@ -506,7 +508,7 @@ impl Router {
                 let queued = b.queue.take_all();
                 for batch in queued {
                     self.metrics.rerouted.add(batch.items as u64);
-                    self.route(batch, true);
+                    let _ = self.route(batch, true);
                 }
             }
             Event::Up(endpoint) => {
@@ -552,7 +554,7 @@ impl Router {
             self.metrics.down(&endpoint).set(0);
             for batch in queued {
                 self.metrics.rerouted.add(batch.items as u64);
-                self.route(batch, true);
+                let _ = self.route(batch, true);
             }
         }
     }
@@ -573,6 +575,7 @@ impl Router {
         let queue = Arc::new(BackendQueue {
             items: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
+            space: Notify::new(),
             removed: AtomicBool::new(false),
             finishing: AtomicBool::new(false),
             down: AtomicBool::new(false),
@@ -612,10 +615,11 @@ impl Router {
     /// Splits a batch over the ring and queues the parts. `accepted`: the batch was already
     /// in a backend queue (re-routing), so it is queued even past the queue's size rather
     /// than dropped.
-    fn route(&mut self, batch: Batch, accepted: bool) {
+    fn route(&mut self, batch: Batch, accepted: bool) -> Vec<(String, Batch)> {
+        let mut blocked = Vec::new();
         if self.ring.is_empty() {
             self.drop_batch(&batch, "no backends");
-            return;
+            return blocked;
         }
         let down = self.index_down();
         let ring = &self.ring;
@@ -625,15 +629,11 @@ impl Router {
             Ok(parts) => parts,
             Err(e) => {
                 self.drop_batch(&batch, &format!("malformed request: {e}"));
-                return;
+                return blocked;
             }
         };
         drop(batch);
-        let capacity = if self.otlp.sending_queue.enabled {
-            self.otlp.sending_queue.queue_size
-        } else {
-            1
-        };
+        let capacity = self.capacity();
         for (owner, part) in parts {
             let endpoint = &self.ring.members()[owner];
             let Some(b) = self.backends.get(endpoint) else {
@@ -646,6 +646,10 @@ impl Router {
                 continue;
             }
             if !accepted && q.len() >= capacity {
+                if self.blocking() {
+                    blocked.push((endpoint.clone(), part));
+                    continue;
+                }
                 let items = part.items as u64;
                 part.fail_acks();
                 self.metrics.items[0].enqueue_failed.add(items);
@@ -654,6 +658,50 @@ impl Router {
             }
             q.items.lock().unwrap().push_back(part);
             q.ready.notify_one();
+        }
+        blocked
+    }
+
+    fn blocking(&self) -> bool {
+        let q = &self.otlp.sending_queue;
+        q.block_on_overflow || !q.enabled
+    }
+
+    fn capacity(&self) -> usize {
+        let q = &self.otlp.sending_queue;
+        if q.enabled { q.queue_size } else { 1 }
+    }
+
+    /// Routes a batch from the pipeline; with `block_on_overflow`, waits for room in full
+    /// backend queues (the pipeline then waits on the exporter's own queue). A part whose
+    /// backend goes down or leaves meanwhile is routed again.
+    async fn route_input(&mut self, batch: Batch) {
+        let mut waiting = self.route(batch, false);
+        while let Some((endpoint, part)) = waiting.pop() {
+            loop {
+                let Some(q) = self.backends.get(&endpoint).map(|b| b.queue.clone()) else {
+                    waiting.extend(self.route(part, false));
+                    break;
+                };
+                if q.down.load(Ordering::Acquire) || q.removed.load(Ordering::Acquire) {
+                    waiting.extend(self.route(part, false));
+                    break;
+                }
+                if q.len() < self.capacity() {
+                    q.items.lock().unwrap().push_back(part);
+                    q.ready.notify_one();
+                    break;
+                }
+                if *self.abort.borrow() {
+                    self.drop_batch(
+                        &part,
+                        "shutdown deadline passed while the backend's queue was full",
+                    );
+                    break;
+                }
+                let space = q.space.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(50), space).await;
+            }
         }
     }
 
@@ -714,7 +762,9 @@ impl BackendWorker {
                 notified.await;
                 continue;
             }
-            if let Some(b) = self.queue.items.lock().unwrap().pop_front() {
+            let popped = self.queue.items.lock().unwrap().pop_front();
+            if let Some(b) = popped {
+                self.queue.space.notify_waiters();
                 return Next::Batch(b);
             }
             if self.queue.finishing.load(Ordering::Acquire) {
