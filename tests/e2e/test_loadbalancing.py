@@ -392,3 +392,17 @@ def test_a_down_gateway_share_goes_elsewhere_and_returns(cluster):
     assert c == a, f"{sum(1 for t in ids if c[t] != a[t])} keys did not return"
     m = agents[0].scrape()
     assert m.value("otelcol_exporter_send_failed_spans_total") == 0
+
+
+def test_shutdown_drains_every_backend_queue(cluster):
+    gateways = cluster.gateways(3)
+    static = {"static": {"hostnames": [g.endpoint for g in gateways]}}
+    agent = cluster.agent(static)
+    ids = probe_traces(random.Random(3), 3000)
+    spans = send_probes([agent], ids, "drain")
+    # SIGTERM right after the last request was acknowledged: what the agent holds in its
+    # batch processor and in the three backend queues must still leave.
+    assert agent.proc.stop() == 0
+    placed = placement(gateways, spans, timeout=DECISION_WAIT + 15)
+    assert set(placed.values()) == {0, 1, 2}
+    assert "Dropping data" not in agent.proc.log_text()

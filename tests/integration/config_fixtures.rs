@@ -43,6 +43,16 @@ fn invalid_fixtures_name_location_path_and_fix() {
             "`groupbytrace` is not supported yet",
         ),
         (
+            "loadbalancing_k8s",
+            ":5:3: exporters.loadbalancing",
+            "resolver.k8s is not supported yet",
+        ),
+        (
+            "loadbalancing_resolver_key",
+            ":12:9: exporters.load_balancing.resolver.dns.intervall",
+            "unknown key `intervall`; did you mean `interval`?",
+        ),
+        (
             "tail_sampling_unknown_policy",
             ":8:15: processors.tail_sampling.policies[0].type",
             "unknown value `latncy`; did you mean `latency`?",

@@ -835,12 +835,17 @@ impl BackendWorker {
             };
             let (message, retry_after) = message;
             let failures = self.queue.failures.fetch_add(1, Ordering::AcqRel) as u32 + 1;
-            if self.queue.removed.load(Ordering::Acquire) || self.queue.down.load(Ordering::Acquire)
+            let finishing = self.queue.finishing.load(Ordering::Acquire);
+            // Gone, or down (another worker marked it): the key's next owner takes the batch.
+            // While finishing, a down backend is retried with backoff instead: every member
+            // may be down, and handing back would only bounce the batch between them.
+            if self.queue.removed.load(Ordering::Acquire)
+                || (self.queue.down.load(Ordering::Acquire) && !finishing)
             {
                 self.hand_back(batch);
                 return false;
             }
-            if failures >= DOWN_AFTER && !self.queue.finishing.load(Ordering::Acquire) {
+            if failures >= DOWN_AFTER && !finishing {
                 let marked = !self.queue.down.swap(true, Ordering::AcqRel);
                 if marked {
                     let _ = self.events.send(Event::Down(self.endpoint.clone()));
