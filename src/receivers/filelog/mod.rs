@@ -6,10 +6,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod field;
 pub mod glob;
+pub mod operators;
 pub mod parser;
 pub mod records;
 pub mod tailer;
+pub mod timefmt;
 pub mod watch;
 
 use std::collections::{HashMap, VecDeque};
@@ -66,6 +69,8 @@ struct Metrics {
     files_skipped: Counter,
     dropped: Counter,
     checkpoint_age: Gauge,
+    operator_errors: Counter,
+    operator_dropped: Counter,
 }
 
 impl Metrics {
@@ -108,6 +113,16 @@ impl Metrics {
                 "Records an exporter failed to deliver and that were not retried (retry_on_failure off or exhausted).",
                 &l,
             ),
+            operator_errors: registry.counter(
+                "sluice_filelog_operator_errors_total",
+                "Records an operator (json_parser, trace_parser, ...) failed on; with on_error send they are passed on as they were.",
+                &l,
+            ),
+            operator_dropped: registry.counter(
+                "sluice_filelog_operator_dropped_log_records_total",
+                "Records dropped because an operator failed on them and its on_error is drop or drop_quiet.",
+                &l,
+            ),
             checkpoint_age: registry.gauge(
                 "sluice_filelog_checkpoint_age_seconds",
                 "Seconds since the checkpoint was last written (-1 without storage).",
@@ -124,6 +139,10 @@ impl Metrics {
             .add(now.truncations_detected - before.truncations_detected);
         self.files_skipped
             .add(now.files_skipped - before.files_skipped);
+        self.operator_errors
+            .add(now.operators.errors - before.operators.errors);
+        self.operator_dropped
+            .add(now.operators.dropped - before.operators.dropped);
     }
 }
 

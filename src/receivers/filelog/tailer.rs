@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use super::checkpoint::{FileCheckpoint, from_hex, to_hex};
 use super::config::{ContainerFormat, FilelogConfig, StartAt};
 use super::glob::Pattern;
+use super::operators::{OpStats, Operators};
 use super::parser::{Joined, Joiner, Parsed, Stream, parse_line};
 use super::records;
 use super::watch::WatchedRoots;
@@ -43,6 +44,8 @@ pub struct TailerSettings {
     pub include_file_path_resolved: bool,
     pub include_file_name_resolved: bool,
     pub node_name: Option<String>,
+    /// The operators after `container`, run on each record.
+    pub operators: Operators,
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +81,7 @@ impl TailerSettings {
             include_file_path_resolved: c.include_file_path_resolved,
             include_file_name_resolved: c.include_file_name_resolved,
             node_name,
+            operators: Operators::new(&c.operators),
         })
     }
 }
@@ -96,6 +100,8 @@ pub struct TailStats {
     pub files_closed: u64,
     /// Matching files not opened because `max_concurrent_files` were already open.
     pub files_skipped: u64,
+    /// What the operators after `container` failed on and dropped.
+    pub operators: OpStats,
 }
 
 #[derive(Debug)]
@@ -517,6 +523,9 @@ impl Tailer {
             if !records.is_empty() || f.safe_offset() != before {
                 out.positions.push((f.id, f.safe_offset()));
             }
+            self.settings
+                .operators
+                .apply_all(&mut records, observed, &mut self.stats.operators);
             if !records.is_empty() {
                 out.records += records.len();
                 self.stats.records += records.len() as u64;
@@ -552,6 +561,9 @@ impl Tailer {
             }
             flush_joiner(&mut f, &mut self.stats, observed, &mut records);
             out.positions.retain(|(id, _)| *id != f.id);
+            self.settings
+                .operators
+                .apply_all(&mut records, observed, &mut self.stats.operators);
             if !records.is_empty() {
                 out.records += records.len();
                 self.stats.records += records.len() as u64;
