@@ -688,6 +688,7 @@ pub fn parse_operators(body: &Node, path: &str) -> Result<Vec<OperatorConfig>, C
     };
     let mut out = Vec::new();
     let mut ids: Vec<(String, Option<String>)> = Vec::new();
+    let mut types: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let item_path = format!("{path}.operators[{i}]");
         let Some(kind_node) = node::get(item, "type") else {
@@ -728,25 +729,52 @@ pub fn parse_operators(body: &Node, path: &str) -> Result<Vec<OperatorConfig>, C
                 _ => None,
             });
             ids.push((op.id.clone().unwrap_or_else(|| "container".into()), output));
+            types.push("container".into());
             out.push(OperatorConfig::Container(op));
             continue;
         }
         let (common, kind_c) = compile(kind, item, &item_path)?;
         let id = common.id.clone().unwrap_or_else(|| kind.clone());
-        if ids.iter().any(|(other, _)| *other == id) {
-            let loc = node::get(item, "id").map_or(&item.loc, |n| &n.loc);
-            return Err(ConfigError::at(
-                loc,
-                format!("{item_path}.id"),
-                format!("operator id `{id}` is used twice (give each operator its own `id`)"),
-            ));
-        }
         ids.push((id.clone(), common.output.clone()));
+        types.push(kind.clone());
         out.push(OperatorConfig::Record(Box::new(Op {
             id,
             on_error: common.on_error,
             kind: kind_c,
         })));
+    }
+    // As the collector: operators left with their type as id are numbered (`add`, `add1`, …).
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for i in 0..ids.len() {
+        if ids[i].0 != types[i] {
+            continue;
+        }
+        let n = seen.entry(types[i].clone()).or_insert(0);
+        if *n == 0 {
+            *n = 1;
+            continue;
+        }
+        let mut new_id = format!("{}{}", types[i], n);
+        while ids.iter().any(|(id, _)| *id == new_id) {
+            *n += 1;
+            new_id = format!("{}{}", types[i], n);
+        }
+        *n += 1;
+        ids[i].0 = new_id.clone();
+        if let Some(OperatorConfig::Record(op)) = out.get_mut(i) {
+            op.id = new_id;
+        }
+    }
+    for (i, (id, _)) in ids.iter().enumerate() {
+        if ids[..i].iter().any(|(other, _)| other == id) {
+            let item = &items[i];
+            let loc = node::get(item, "id").map_or(&item.loc, |n| &n.loc);
+            return Err(ConfigError::at(
+                loc,
+                format!("{path}.operators[{i}].id"),
+                format!("operator id `{id}` is used twice (give each operator its own `id`)"),
+            ));
+        }
     }
     // Only a straight line is built: each `output` must name the next operator.
     for (i, (_, output)) in ids.iter().enumerate() {

@@ -176,7 +176,7 @@ fn config_errors_are_located_and_name_what_is_not_built() {
             "not supported yet",
         ),
         (
-            "  - type: json_parser\n  - type: json_parser\n",
+            "  - type: add\n    id: a\n    field: body\n    value: 1\n  - type: add\n    id: a\n    field: body\n    value: 2\n",
             "used twice",
         ),
         (
@@ -201,6 +201,10 @@ fn config_errors_are_located_and_name_what_is_not_built() {
     }
     // `output` naming the next operator is a straight line, so it is fine.
     ops_ok("  - type: json_parser\n    output: tp\n  - type: trace_parser\n    id: tp\n");
+    // Operators left with their type as id are numbered, as the collector does.
+    ops_ok(
+        "  - type: json_parser\n  - type: json_parser\n    output: json_parser2\n  - type: json_parser\n",
+    );
 }
 
 /// The collector's default severity mapping (severity_builder.go): names, numbers 1–24,
