@@ -308,7 +308,10 @@ fn set_in(map: &mut Vec<KeyValue>, keys: &[String], value: AnyValue) -> Result<(
             target = nested_map(target, k);
         }
         for kv in list.values {
-            map_insert(target, &kv.key, kv.value.unwrap_or_default());
+            match target.iter_mut().find(|t| t.key == kv.key) {
+                Some(t) => t.value = kv.value,
+                None => target.push(kv),
+            }
         }
         return Ok(());
     }

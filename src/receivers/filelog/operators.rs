@@ -927,7 +927,14 @@ impl SeverityStep {
             )
         })?;
         let (text, lookup) = match &v.value {
-            Some(Value::StringValue(s)) => (s.clone(), s.to_lowercase()),
+            Some(Value::StringValue(s)) => {
+                let lookup = if s.chars().any(char::is_uppercase) {
+                    s.to_lowercase()
+                } else {
+                    s.clone()
+                };
+                (s.clone(), lookup)
+            }
             Some(Value::BytesValue(b)) => {
                 let s = String::from_utf8_lossy(b).into_owned();
                 let l = s.to_lowercase();
