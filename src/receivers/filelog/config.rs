@@ -303,8 +303,8 @@ impl FilelogConfig {
             let OperatorConfig::Container(op) = op else {
                 continue;
             };
+            // `output` naming the next operator is checked where operators are read.
             let unsupported = [
-                ("output", op.output.is_some()),
                 ("parse_from", op.parse_from.is_some()),
                 ("parse_to", op.parse_to.is_some()),
                 ("on_error", op.on_error.is_some()),

@@ -307,6 +307,7 @@ fn set_in(map: &mut Vec<KeyValue>, keys: &[String], value: AnyValue) -> Result<(
         for k in keys {
             target = nested_map(target, k);
         }
+        target.reserve(list.values.len());
         for kv in list.values {
             match target.iter_mut().find(|t| t.key == kv.key) {
                 Some(t) => t.value = kv.value,

@@ -960,17 +960,18 @@ impl SeverityStep {
 }
 
 /// Go's `%v` of a value, as the trace parser formats it before hex-decoding.
-fn go_text(v: &AnyValue) -> String {
+fn go_text(v: &AnyValue) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
     match &v.value {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::StringValue(s)) => Cow::Borrowed(s),
+        Some(Value::IntValue(i)) => Cow::Owned(i.to_string()),
         Some(Value::DoubleValue(f)) if f.fract() == 0.0 && f.abs() < 1e21 => {
-            format!("{}", *f as i64)
+            Cow::Owned(format!("{}", *f as i64))
         }
-        Some(Value::DoubleValue(f)) => f.to_string(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::BytesValue(b)) => format!("{b:?}"),
-        _ => "map[]".to_string(),
+        Some(Value::DoubleValue(f)) => Cow::Owned(f.to_string()),
+        Some(Value::BoolValue(b)) => Cow::Owned(b.to_string()),
+        Some(Value::BytesValue(b)) => Cow::Owned(format!("{b:?}")),
+        _ => Cow::Borrowed("map[]"),
     }
 }
 
@@ -1007,35 +1008,18 @@ impl TraceStep {
             }
         };
         let (t, s, fl) = (read(&self.trace_id), read(&self.span_id), read(&self.flags));
-        // As the collector's converter: the bytes padded or cut to the id's size; an unset
-        // (or undecodable) field leaves the id empty.
-        let id = |r: &Result<Option<Vec<u8>>, String>, n: usize| -> Vec<u8> {
-            match r {
-                Ok(Some(b)) => {
-                    let mut out = vec![0u8; n];
-                    let k = b.len().min(n);
-                    out[..k].copy_from_slice(&b[..k]);
-                    if out.iter().all(|&x| x == 0) {
-                        Vec::new()
-                    } else {
-                        out
-                    }
-                }
-                _ => Vec::new(),
-            }
-        };
-        rec.trace_id = id(&t, 16);
-        rec.span_id = id(&s, 8);
-        rec.flags = match &fl {
-            Ok(Some(b)) => b.first().map_or(0, |&x| u32::from(x)),
-            _ => 0,
-        };
         let mut errors = Vec::new();
         for (name, r) in [("trace_id", &t), ("span_id", &s), ("trace_flags", &fl)] {
             if let Err(e) = r {
                 errors.push(format!("{name}: {e}"));
             }
         }
+        rec.flags = match &fl {
+            Ok(Some(b)) => b.first().map_or(0, |&x| u32::from(x)),
+            _ => 0,
+        };
+        rec.trace_id = to_id(t, 16);
+        rec.span_id = to_id(s, 8);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -1044,6 +1028,18 @@ impl TraceStep {
                 errors.join("; ")
             ))
         }
+    }
+}
+
+/// As the collector's converter: the bytes padded or cut to the id's size; an unset (or
+/// undecodable) field, or an all-zero id, leaves the id empty.
+fn to_id(r: Result<Option<Vec<u8>>, String>, n: usize) -> Vec<u8> {
+    match r {
+        Ok(Some(mut b)) if !b.iter().take(n).all(|&x| x == 0) => {
+            b.resize(n, 0);
+            b
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -1155,7 +1151,7 @@ impl<'de> Visitor<'de> for JsonSeed {
         })
     }
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<AnyValue, A::Error> {
-        let mut values: Vec<KeyValue> = Vec::new();
+        let mut values: Vec<KeyValue> = Vec::with_capacity(8);
         while let Some(key) = map.next_key::<String>()? {
             let v = map.next_value_seed(self)?;
             // A repeated key: the last value wins, as in Go.
