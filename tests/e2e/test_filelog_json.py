@@ -181,7 +181,18 @@ def cri(lines: list[str], start: int = 0) -> str:
 def write_reference_files(root: Path) -> int:
     json_file = pod_log(root, "ml", "predictor-0", "server")
     json_file.write_text(cri([json.dumps(l) for l in JSON_LINES] + PLAIN_LINES))
-    return len(JSON_LINES) + len(PLAIN_LINES)
+    # A long JSON line the runtime split into partial (`P`) lines: joined, then parsed.
+    long = json.dumps({"level": "info", "trace_id": TID, "span_id": SID, "blob": "x" * 300, "n": 3})
+    parts = [long[:100], long[100:250], long[250:]]
+    split_file = pod_log(root, "ml", "predictor-1", "server")
+    split_file.write_text("".join(f"2024-05-01T10:01:00.00000000{i}Z stdout {'F' if i == 2 else 'P'} {p}\n"
+                                  for i, p in enumerate(parts)))
+    # Docker json-file lines whose `log` is itself JSON.
+    docker_file = pod_log(root, "ml", "predictor-2", "server", restart=1)
+    docker_file.write_text("".join(json.dumps({"log": json.dumps(l) + "\n", "stream": "stderr",
+                                                "time": "2024-05-01T10:02:00.5Z"}) + "\n"
+                                    for l in JSON_LINES[:3]))
+    return len(JSON_LINES) + len(PLAIN_LINES) + 1 + 3
 
 
 def run_both(run_sluice, sink, tmp_path, receiver: str, expected: int) -> tuple[list[dict], list[dict]]:
@@ -220,6 +231,10 @@ def test_json_and_trace_parsers_match_otelcol(run_sluice, sink, tmp_path):
     assert (first["trace_id"], first["span_id"], first["flags"]) == (TID, SID, 1)
     assert first["time"] == 1714557600250000000
     assert first["attributes"]["latency_ms"] == 142.0
+    joined = [r for r in ours if r["attributes"].get("blob") == "x" * 300]
+    assert len(joined) == 1 and joined[0]["trace_id"] == TID
+    docker = [r for r in ours if r["attributes"].get("log.iostream") == "stderr"]
+    assert sorted(r["severity_number"] for r in docker) == [9, 13, 17]
     plain = [r for r in ours if r["body"] in PLAIN_LINES]
     assert len(plain) == len(PLAIN_LINES)
     assert all(r["severity_number"] == 0 and r["trace_id"] == "" for r in plain)
