@@ -17,7 +17,7 @@ traces").
    record carries its trace id; each one's span is at the backend exactly when its trace was
    kept; every kept span that logged has its log records; every error trace was kept.
 3. Lines that are not JSON pass through as plain bodies, are counted in
-   `sluice_filelog_operator_errors_total`, and reading goes on after them.
+   `sluice_filelog_operator_errors_total{operator="json_parser"}`, and reading goes on after them.
 """
 
 from __future__ import annotations
@@ -461,7 +461,7 @@ def test_lines_that_are_not_json_pass_through_and_are_counted(run_sluice, sink, 
             out.write(cri(["after the plain lines", json.dumps({"level": "error", "i": 99})], start=40))
         assert sink.wait_for(lambda: sink.log_count() >= 32, 15)
         m = scrape(metrics_port)
-        errors = m.value("sluice_filelog_operator_errors_total")
+        errors = m.value("sluice_filelog_operator_errors_total", receiver="filelog", operator="json_parser")
         dropped = m.value("sluice_filelog_operator_dropped_log_records_total")
     recs = log_records(sink)
     plain = [r for r in recs if isinstance(r["body"], str) and r["body"].startswith(("plain", "after"))]

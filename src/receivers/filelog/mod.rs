@@ -69,8 +69,6 @@ struct Metrics {
     files_skipped: Counter,
     dropped: Counter,
     checkpoint_age: Gauge,
-    operator_errors: Counter,
-    operator_dropped: Counter,
 }
 
 impl Metrics {
@@ -113,16 +111,6 @@ impl Metrics {
                 "Records an exporter failed to deliver and that were not retried (retry_on_failure off or exhausted).",
                 &l,
             ),
-            operator_errors: registry.counter(
-                "sluice_filelog_operator_errors_total",
-                "Records an operator (json_parser, trace_parser, ...) failed on; with on_error send they are passed on as they were.",
-                &l,
-            ),
-            operator_dropped: registry.counter(
-                "sluice_filelog_operator_dropped_log_records_total",
-                "Records dropped because an operator failed on them and its on_error is drop or drop_quiet.",
-                &l,
-            ),
             checkpoint_age: registry.gauge(
                 "sluice_filelog_checkpoint_age_seconds",
                 "Seconds since the checkpoint was last written (-1 without storage).",
@@ -139,10 +127,6 @@ impl Metrics {
             .add(now.truncations_detected - before.truncations_detected);
         self.files_skipped
             .add(now.files_skipped - before.files_skipped);
-        self.operator_errors
-            .add(now.operators.errors - before.operators.errors);
-        self.operator_dropped
-            .add(now.operators.dropped - before.operators.dropped);
     }
 }
 
@@ -191,8 +175,9 @@ impl FilelogReceiver {
         let node_name = std::env::var("K8S_NODE_NAME")
             .ok()
             .filter(|n| !n.is_empty());
-        let settings = TailerSettings::from_config(&self.config, node_name)
+        let mut settings = TailerSettings::from_config(&self.config, node_name)
             .map_err(|e| format!("receiver {}: {e}", self.id))?;
+        settings.operators.count_in(registry, &self.id);
         let store = self
             .storage_dir
             .as_ref()

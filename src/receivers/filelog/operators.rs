@@ -20,6 +20,8 @@ use super::timefmt::{TimeLayout, type_name};
 use crate::config::error::ConfigError;
 use crate::config::node::{self, Node, NodeKind};
 use crate::receivers::otlp::config::NotYet;
+use crate::telemetry::Registry;
+use crate::telemetry::metrics::Counter;
 
 /// Operator types sluice builds.
 pub const OPERATOR_TYPES: &[&str] = &[
@@ -196,6 +198,9 @@ pub struct Op {
     pub id: String,
     on_error: OnError,
     kind: Kind,
+    /// Self-metrics of this operator (unregistered until `Operators::count_in`).
+    errors: Counter,
+    dropped: Counter,
 }
 
 #[derive(Clone, Debug)]
@@ -734,6 +739,8 @@ pub fn parse_operators(body: &Node, path: &str) -> Result<Vec<OperatorConfig>, C
             id,
             on_error: common.on_error,
             kind: kind_c,
+            errors: Counter::default(),
+            dropped: Counter::default(),
         })));
     }
     // As the collector: operators left with their type as id are numbered (`add`, `add1`, …).
@@ -829,6 +836,23 @@ impl Operators {
         self.ops.is_empty()
     }
 
+    /// Registers each operator's self-metrics, labelled with the receiver and operator ids.
+    pub fn count_in(&mut self, registry: &Registry, receiver: &str) {
+        for op in &mut self.ops {
+            let labels = [("receiver", receiver), ("operator", op.id.as_str())];
+            op.errors = registry.counter(
+                "sluice_filelog_operator_errors_total",
+                "Records an operator after `container` failed on; with on_error send they went on as they were.",
+                &labels,
+            );
+            op.dropped = registry.counter(
+                "sluice_filelog_operator_dropped_log_records_total",
+                "Records dropped because an operator failed on them and its on_error is drop or drop_quiet.",
+                &labels,
+            );
+        }
+    }
+
     /// Runs the operators on each record of a file and drops those an operator dropped.
     /// When they touch `resource.*`, returns the records grouped by their resource (taken
     /// out of `records`); otherwise they all keep `resource` and stay in `records`.
@@ -872,9 +896,11 @@ impl Operators {
         for op in &self.ops {
             if let Err(error) = op.run(rec, res, now_ns) {
                 stats.errors += 1;
+                op.errors.add(1);
                 tracing::debug!(operator = %op.id, %error, action = ?op.on_error, "Operator failed on a record.");
                 if matches!(op.on_error, OnError::Drop | OnError::DropQuiet) {
                     stats.dropped += 1;
+                    op.dropped.add(1);
                     return false;
                 }
             }
