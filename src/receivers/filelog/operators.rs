@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Visitor};
 
 use super::config::ContainerOperator;
+use super::expr::Expr;
 use super::field::{self, Field, Root};
 use super::timefmt::{TimeLayout, type_name};
 use crate::config::error::ConfigError;
@@ -113,7 +114,7 @@ struct Common {
     id: Option<String>,
     output: Option<String>,
     on_error: OnError,
-    if_set: bool,
+    if_expr: Option<String>,
 }
 
 macro_rules! operator_config {
@@ -128,7 +129,7 @@ macro_rules! operator_config {
             #[serde(default)]
             on_error: OnError,
             #[serde(rename = "if")]
-            if_expr: Option<NotYet>,
+            if_expr: Option<String>,
             $($field: $ty),*
         }
         impl $name {
@@ -137,7 +138,7 @@ macro_rules! operator_config {
                     id: self.id.clone(),
                     output: self.output.clone(),
                     on_error: self.on_error,
-                    if_set: self.if_expr.is_some(),
+                    if_expr: self.if_expr.clone(),
                 }
             }
         }
@@ -198,6 +199,8 @@ pub struct Op {
     pub id: String,
     on_error: OnError,
     kind: Kind,
+    /// `if`: the operator runs only on records for which it holds.
+    condition: Option<Expr>,
     /// Self-metrics of this operator (unregistered until `Operators::count_in`).
     errors: Counter,
     dropped: Counter,
@@ -500,8 +503,7 @@ fn compile(kind: &str, item: &Node, path: &str) -> Result<(Common, Kind), Config
                         "missing required field `regex`",
                     ));
                 };
-                let re = regex::Regex::new(re)
-                    .map_err(|e| located(KeyError("regex", format!("invalid regex: {e}"))))?;
+                let re = super::expr::go_regex(re).map_err(|e| located(KeyError("regex", e)))?;
                 if !re.capture_names().any(|n| n.is_some()) {
                     return Err(located(KeyError(
                         "regex",
@@ -657,12 +659,6 @@ fn compile(kind: &str, item: &Node, path: &str) -> Result<(Common, Kind), Config
         }
         _ => unreachable!("types are checked before compiling"),
     };
-    if common.if_set {
-        return Err(located(KeyError(
-            "if",
-            "`if` expressions are not supported yet".into(),
-        )));
-    }
     Ok((common, kind))
 }
 
@@ -732,6 +728,13 @@ pub fn parse_operators(body: &Node, path: &str) -> Result<Vec<OperatorConfig>, C
             continue;
         }
         let (common, kind_c) = compile(kind, item, &item_path)?;
+        let condition = match &common.if_expr {
+            Some(text) => Some(Expr::parse(text).map_err(|e| {
+                let loc = node::get(item, "if").map_or(&item.loc, |n| &n.loc);
+                ConfigError::at(loc, format!("{item_path}.if"), e)
+            })?),
+            None => None,
+        };
         let id = common.id.clone().unwrap_or_else(|| kind.clone());
         ids.push((id.clone(), common.output.clone()));
         types.push(kind.clone());
@@ -739,6 +742,7 @@ pub fn parse_operators(body: &Node, path: &str) -> Result<Vec<OperatorConfig>, C
             id,
             on_error: common.on_error,
             kind: kind_c,
+            condition,
             errors: Counter::default(),
             dropped: Counter::default(),
         })));
@@ -894,7 +898,15 @@ impl Operators {
         stats: &mut OpStats,
     ) -> bool {
         for op in &self.ops {
-            if let Err(error) = op.run(rec, res, now_ns) {
+            let outcome = match &op.condition {
+                Some(c) => match c.eval_bool(rec, res) {
+                    Ok(true) => op.run(rec, res, now_ns),
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(format!("running if expr: {e}")),
+                },
+                None => op.run(rec, res, now_ns),
+            };
+            if let Err(error) = outcome {
                 stats.errors += 1;
                 op.errors.add(1);
                 tracing::debug!(operator = %op.id, %error, action = ?op.on_error, "Operator failed on a record.");

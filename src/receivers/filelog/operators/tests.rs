@@ -152,8 +152,8 @@ fn ops_ok(yaml: &str) -> Operators {
 fn config_errors_are_located_and_name_what_is_not_built() {
     let cases = [
         (
-            "  - type: json_parser\n    if: 'body matches \"x\"'\n",
-            "`if` expressions are not supported yet",
+            "  - type: json_parser\n    if: 'len(body) > 3'\n",
+            "is not supported yet in `if`",
         ),
         (
             "  - type: add\n    field: attributes.x\n    value: EXPR(body)\n",
