@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+#[cfg(test)]
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use prost::Message;
@@ -272,9 +274,15 @@ impl Records {
 }
 
 /// Appends a `ResourceLogs` of record values to an encoded `ExportLogsServiceRequest`.
-pub fn encode_resource_logs(resource: &[KeyValue], records: Vec<LogRecord>, request: &mut Vec<u8>) {
-    let rl = resource_logs(resource, records);
-    prost::encoding::message::encode(REQ_RESOURCE_LOGS, &rl, request);
+/// Each record is encoded once, on its own: prost encoding the whole `ResourceLogs` would
+/// compute every nested length once per level above it.
+pub fn encode_resource_logs(resource: &[KeyValue], records: &[LogRecord], request: &mut Vec<u8>) {
+    let mut encoded = Records::default();
+    for r in records {
+        prost::encoding::message::encode(SL_LOG_RECORDS, r, &mut encoded.wire);
+    }
+    encoded.count = records.len();
+    encoded.frame_into(resource, request);
 }
 
 /// A `KeyValue` with a string value, as an attributes field.
@@ -329,6 +337,7 @@ pub fn raw_record(text: String, file_attrs: &[KeyValue], observed_ns: u64) -> Lo
     }
 }
 
+#[cfg(test)]
 pub fn resource_logs(resource: &[KeyValue], records: Vec<LogRecord>) -> ResourceLogs {
     ResourceLogs {
         resource: Some(Resource {
@@ -401,6 +410,10 @@ mod tests {
             let mut ours = Vec::new();
             records.frame_into(&resource, &mut ours);
             records.frame_into(&[], &mut ours);
+            let mut from_values = Vec::new();
+            encode_resource_logs(&resource, &values, &mut from_values);
+            encode_resource_logs(&[], &values, &mut from_values);
+            assert_eq!(ours, from_values);
             let theirs = ExportLogsServiceRequest {
                 resource_logs: vec![
                     resource_logs(&resource, values.clone()),

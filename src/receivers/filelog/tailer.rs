@@ -178,6 +178,8 @@ pub struct Tailer {
     first_discovery: bool,
     resume: Vec<FileCheckpoint>,
     cursor: usize,
+    /// The read buffer, kept between passes.
+    chunk: Vec<u8>,
     /// Starting positions of files opened (or restarted) since last asked.
     started: Vec<(u64, u64)>,
     /// Files read to their end and closed, by device, inode and first bytes, so a rotated
@@ -208,6 +210,7 @@ impl Tailer {
             first_discovery: !resuming,
             resume,
             cursor: 0,
+            chunk: Vec::new(),
             started: Vec::new(),
             released: std::collections::VecDeque::new(),
             watched_roots: None,
@@ -466,7 +469,8 @@ impl Tailer {
         if order.is_empty() {
             return out;
         }
-        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(READ_CHUNK, 0);
         for &i in &order {
             let mut records = Records::new(!self.settings.operators.is_empty());
             let f = &mut self.files[i];
@@ -529,6 +533,7 @@ impl Tailer {
                 observed,
             );
         }
+        self.chunk = chunk;
         self.cursor = self.cursor.wrapping_add(1);
         // Close what is gone and fully read: its last line (even without a newline) and any
         // partial message held for it are passed on first.
@@ -635,7 +640,7 @@ fn add_group(
     }
     out.records += recs.len();
     stats.records += recs.len() as u64;
-    records::encode_resource_logs(resource, recs, &mut out.payload);
+    records::encode_resource_logs(resource, &recs, &mut out.payload);
 }
 
 fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> usize {
