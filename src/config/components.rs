@@ -18,7 +18,8 @@ use crate::processors::cardinality::CardinalityConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
 use crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig;
 use crate::processors::tail_sampling::config::TailSamplingConfig;
-use crate::receivers::filelog::config::{FilelogConfig, OPERATOR_TYPES};
+use crate::receivers::filelog::config::FilelogConfig;
+use crate::receivers::filelog::operators::parse_operators;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
 use crate::receivers::prometheus::config::PrometheusReceiverConfig;
 use crate::telemetry::health::HealthCheckConfig;
@@ -152,8 +153,9 @@ pub fn parse_receiver(
         }
         // `file_log` is the collector's newer spelling; `filelog` stays.
         "filelog" | "file_log" => {
-            check_operator_types(body, path)?;
-            let config: FilelogConfig = node::from_node(body, path)?;
+            let operators = parse_operators(body, path)?;
+            let mut config: FilelogConfig = node::from_node(body, path)?;
+            config.operators = operators;
             config
                 .validate()
                 .map_err(|e| ConfigError::at(loc, path, e))?;
@@ -320,39 +322,4 @@ pub fn parse_extension(
             PLANNED_EXTENSIONS,
         )),
     }
-}
-
-/// Operators other than the ones built are refused by type, before their keys are read (their
-/// keys would otherwise be reported as unknown).
-fn check_operator_types(body: &Node, path: &str) -> Result<(), ConfigError> {
-    let Some(ops) = node::get(body, "operators") else {
-        return Ok(());
-    };
-    let node::NodeKind::Seq(items) = &ops.kind else {
-        return Ok(());
-    };
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}.operators[{i}]");
-        let Some(kind) = node::get(item, "type") else {
-            return Err(ConfigError::at(
-                &item.loc,
-                &item_path,
-                "an operator needs a `type`",
-            ));
-        };
-        let node::NodeKind::Str(name) = &kind.kind else {
-            continue;
-        };
-        if !OPERATOR_TYPES.contains(&name.as_str()) {
-            return Err(ConfigError::at(
-                &kind.loc,
-                format!("{item_path}.type"),
-                format!(
-                    "`{name}` operator is not supported yet (supported: {})",
-                    OPERATOR_TYPES.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -136,7 +136,7 @@ fn invalid_fixtures_name_location_path_and_fix() {
         (
             "filelog_operator",
             ":6:15: receivers.file_log.operators[1].type",
-            "`regex_parser` operator is not supported yet",
+            "`recombine` operator is not supported yet",
         ),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid");

@@ -1,11 +1,12 @@
 //! The `filelog` receiver's settings: the collector's keys and defaults, with the
-//! `container` operator. Keys and operators sluice does not implement yet are named so a
+//! `container` operator (the record operators are read by `operators.rs`). Keys and operators sluice does not implement yet are named so a
 //! config that uses them fails at start-up instead of running without them.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::operators::OperatorConfig;
 use crate::config::node::deserialize_duration;
 use crate::receivers::otlp::config::NotYet;
 
@@ -27,7 +28,11 @@ pub struct FilelogConfig {
     pub encoding: String,
     pub storage: Option<String>,
     pub retry_on_failure: RetryOnFailure,
-    pub operators: Vec<ContainerOperator>,
+    /// Filled from `operators` by `operators::parse_operators` (each by its type).
+    #[serde(skip)]
+    pub operators: Vec<OperatorConfig>,
+    #[serde(rename = "operators")]
+    pub operators_node: Option<NotYet>,
     // The collector's keys that sluice does not implement yet.
     pub multiline: Option<NotYet>,
     pub header: Option<NotYet>,
@@ -67,6 +72,7 @@ impl Default for FilelogConfig {
             storage: None,
             retry_on_failure: RetryOnFailure::default(),
             operators: Vec::new(),
+            operators_node: None,
             multiline: None,
             header: None,
             attributes: None,
@@ -120,8 +126,7 @@ impl Default for RetryOnFailure {
     }
 }
 
-/// The `container` operator (the only operator type built so far; others are rejected
-/// before this is decoded).
+/// The `container` operator (the other operators are in `operators.rs`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContainerOperator {
@@ -168,9 +173,6 @@ pub enum ContainerFormat {
     Crio,
     Containerd,
 }
-
-/// Operator types the collector has that sluice does not yet.
-pub const OPERATOR_TYPES: &[&str] = &["container"];
 
 /// A size as the collector writes it: a number of bytes, or a number with a unit
 /// (`1kb` = 1000, `1KiB` = 1024, `b`, `kb`, `kib`, `mb`, `mib`, `gb`, `gib`; case-insensitive).
@@ -297,15 +299,12 @@ impl FilelogConfig {
         if self.max_concurrent_files < 1 {
             return Err("`max_concurrent_files` must be at least 1".into());
         }
-        if self.operators.len() > 1 {
-            return Err(
-                "only one `container` operator is supported yet (chains of operators are not)"
-                    .into(),
-            );
-        }
         for (i, op) in self.operators.iter().enumerate() {
+            let OperatorConfig::Container(op) = op else {
+                continue;
+            };
+            // `output` naming the next operator is checked where operators are read.
             let unsupported = [
-                ("output", op.output.is_some()),
                 ("parse_from", op.parse_from.is_some()),
                 ("parse_to", op.parse_to.is_some()),
                 ("on_error", op.on_error.is_some()),
@@ -321,6 +320,9 @@ impl FilelogConfig {
     }
 
     pub fn container(&self) -> Option<&ContainerOperator> {
-        self.operators.first()
+        match self.operators.first() {
+            Some(OperatorConfig::Container(op)) => Some(op),
+            _ => None,
+        }
     }
 }

@@ -6,10 +6,14 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod expr;
+pub mod field;
 pub mod glob;
+pub mod operators;
 pub mod parser;
 pub mod records;
 pub mod tailer;
+pub mod timefmt;
 pub mod watch;
 
 use std::collections::{HashMap, VecDeque};
@@ -189,8 +193,9 @@ impl FilelogReceiver {
         let node_name = std::env::var("K8S_NODE_NAME")
             .ok()
             .filter(|n| !n.is_empty());
-        let settings = TailerSettings::from_config(&self.config, node_name)
+        let mut settings = TailerSettings::from_config(&self.config, node_name)
             .map_err(|e| format!("receiver {}: {e}", self.id))?;
+        settings.operators.count_in(registry, &self.id);
         let store = self
             .storage_dir
             .as_ref()

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 #[cfg(test)]
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use prost::Message;
@@ -160,17 +161,31 @@ const KV_KEY: u32 = 1;
 const KV_VALUE: u32 = 2;
 const AV_STRING: u32 = 1;
 
-/// The records of one file read in one pass, encoded as they come as `ScopeLogs.log_records`
-/// fields (what prost would write for the records `entry_record` and `raw_record` build, field
-/// for field), without building message values: this is the tailer's hot path.
+/// The records of one file read in one pass. Without operators after `container` they are
+/// encoded as they come as `ScopeLogs.log_records` fields (what prost would write for the
+/// records `entry_record` and `raw_record` build, field for field), without building message
+/// values: this is the tailer's hot path. With operators they are kept as values for them.
 #[derive(Debug, Default)]
 pub struct Records {
     wire: Vec<u8>,
     count: usize,
     scratch: Vec<u8>,
+    values: Option<Vec<LogRecord>>,
 }
 
 impl Records {
+    pub fn new(as_values: bool) -> Records {
+        Records {
+            values: as_values.then(Vec::new),
+            ..Default::default()
+        }
+    }
+
+    /// The records as values, if they were kept so.
+    pub fn take_values(&mut self) -> Option<Vec<LogRecord>> {
+        self.values.take()
+    }
+
     pub fn len(&self) -> usize {
         self.count
     }
@@ -181,6 +196,11 @@ impl Records {
 
     /// A parsed (possibly joined) entry: `entry_record`, encoded.
     pub fn entry(&mut self, entry: Entry, file_attrs: &Attrs, observed_ns: u64) {
+        if let Some(values) = &mut self.values {
+            values.push(entry_record(entry, &file_attrs.list, observed_ns));
+            self.count += 1;
+            return;
+        }
         let scratch = &mut self.scratch;
         scratch.clear();
         scratch.extend_from_slice(&file_attrs.wire);
@@ -201,6 +221,11 @@ impl Records {
 
     /// A line that is not a container log line: `raw_record`, encoded.
     pub fn raw(&mut self, text: &str, file_attrs: &Attrs, observed_ns: u64) {
+        if let Some(values) = &mut self.values {
+            values.push(raw_record(text.to_string(), &file_attrs.list, observed_ns));
+            self.count += 1;
+            return;
+        }
         self.scratch.clear();
         self.scratch.extend_from_slice(&file_attrs.wire);
         self.push(0, text, observed_ns);
@@ -248,6 +273,18 @@ impl Records {
     }
 }
 
+/// Appends a `ResourceLogs` of record values to an encoded `ExportLogsServiceRequest`.
+/// Each record is encoded once, on its own: prost encoding the whole `ResourceLogs` would
+/// compute every nested length once per level above it.
+pub fn encode_resource_logs(resource: &[KeyValue], records: &[LogRecord], request: &mut Vec<u8>) {
+    let mut encoded = Records::default();
+    for r in records {
+        prost::encoding::message::encode(SL_LOG_RECORDS, r, &mut encoded.wire);
+    }
+    encoded.count = records.len();
+    encoded.frame_into(resource, request);
+}
+
 /// A `KeyValue` with a string value, as an attributes field.
 fn put_str_attr(key: &str, value: &str, out: &mut Vec<u8>) {
     let any_value = len_field_len(AV_STRING, value.len());
@@ -268,7 +305,6 @@ fn extra_value(value: Extra) -> Value {
 }
 
 /// A record for a parsed (possibly joined) entry.
-#[cfg(test)]
 pub fn entry_record(entry: Entry, file_attrs: &[KeyValue], observed_ns: u64) -> LogRecord {
     let mut attributes = file_attrs.to_vec();
     attributes.push(str_kv("log.iostream", entry.stream.as_str()));
@@ -290,7 +326,6 @@ pub fn entry_record(entry: Entry, file_attrs: &[KeyValue], observed_ns: u64) -> 
 }
 
 /// A record for a line that is not a container log line: its text as the body.
-#[cfg(test)]
 pub fn raw_record(text: String, file_attrs: &[KeyValue], observed_ns: u64) -> LogRecord {
     LogRecord {
         observed_time_unix_nano: observed_ns,
@@ -375,6 +410,10 @@ mod tests {
             let mut ours = Vec::new();
             records.frame_into(&resource, &mut ours);
             records.frame_into(&[], &mut ours);
+            let mut from_values = Vec::new();
+            encode_resource_logs(&resource, &values, &mut from_values);
+            encode_resource_logs(&[], &values, &mut from_values);
+            assert_eq!(ours, from_values);
             let theirs = ExportLogsServiceRequest {
                 resource_logs: vec![
                     resource_logs(&resource, values.clone()),

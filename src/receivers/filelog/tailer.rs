@@ -12,10 +12,12 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::checkpoint::{FileCheckpoint, from_hex, to_hex};
 use super::config::{ContainerFormat, FilelogConfig, StartAt};
 use super::glob::Pattern;
+use super::operators::{OpStats, Operators};
 use super::parser::{Joined, Joiner, Parsed, Stream, parse_line};
 use super::records::{self, Attrs, Records};
 use super::watch::WatchedRoots;
@@ -41,6 +43,8 @@ pub struct TailerSettings {
     pub include_file_path_resolved: bool,
     pub include_file_name_resolved: bool,
     pub node_name: Option<String>,
+    /// The operators after `container`, run on each record.
+    pub operators: Operators,
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +80,7 @@ impl TailerSettings {
             include_file_path_resolved: c.include_file_path_resolved,
             include_file_name_resolved: c.include_file_name_resolved,
             node_name,
+            operators: Operators::new(&c.operators),
         })
     }
 }
@@ -94,6 +99,8 @@ pub struct TailStats {
     pub files_closed: u64,
     /// Matching files not opened because `max_concurrent_files` were already open.
     pub files_skipped: u64,
+    /// What the operators after `container` failed on and dropped.
+    pub operators: OpStats,
 }
 
 #[derive(Debug)]
@@ -171,6 +178,8 @@ pub struct Tailer {
     first_discovery: bool,
     resume: Vec<FileCheckpoint>,
     cursor: usize,
+    /// The read buffer, kept between passes.
+    chunk: Vec<u8>,
     /// Starting positions of files opened (or restarted) since last asked.
     started: Vec<(u64, u64)>,
     /// Files read to their end and closed, by device, inode and first bytes, so a rotated
@@ -201,6 +210,7 @@ impl Tailer {
             first_discovery: !resuming,
             resume,
             cursor: 0,
+            chunk: Vec::new(),
             started: Vec::new(),
             released: std::collections::VecDeque::new(),
             watched_roots: None,
@@ -459,9 +469,10 @@ impl Tailer {
         if order.is_empty() {
             return out;
         }
-        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(READ_CHUNK, 0);
         for &i in &order {
-            let mut records = Records::default();
+            let mut records = Records::new(!self.settings.operators.is_empty());
             let f = &mut self.files[i];
             // copytruncate followed at once by more writes than before: the size alone does not
             // show it, and reading on from our offset would emit the middle of the new content
@@ -513,12 +524,16 @@ impl Tailer {
             if !records.is_empty() || f.safe_offset() != before {
                 out.positions.push((f.id, f.safe_offset()));
             }
-            if !records.is_empty() {
-                out.records += records.len();
-                self.stats.records += records.len() as u64;
-                records.frame_into(&f.resource, &mut out.payload);
-            }
+            add_records(
+                &mut out,
+                &mut self.stats,
+                &f.resource,
+                records,
+                &self.settings.operators,
+                observed,
+            );
         }
+        self.chunk = chunk;
         self.cursor = self.cursor.wrapping_add(1);
         // Close what is gone and fully read: its last line (even without a newline) and any
         // partial message held for it are passed on first.
@@ -530,7 +545,7 @@ impl Tailer {
             }
             let mut f = self.files.remove(i);
             exhausted.remove(i);
-            let mut records = Records::default();
+            let mut records = Records::new(!self.settings.operators.is_empty());
             if !f.buf.is_empty() {
                 let line = std::mem::take(&mut f.buf);
                 let line_start = f.offset - line.len() as u64;
@@ -546,11 +561,14 @@ impl Tailer {
             }
             flush_joiner(&mut f, &mut self.stats, observed, &mut records);
             out.positions.retain(|(id, _)| *id != f.id);
-            if !records.is_empty() {
-                out.records += records.len();
-                self.stats.records += records.len() as u64;
-                records.frame_into(&f.resource, &mut out.payload);
-            }
+            add_records(
+                &mut out,
+                &mut self.stats,
+                &f.resource,
+                records,
+                &self.settings.operators,
+                observed,
+            );
             self.stats.files_closed += 1;
             if self.released.len() >= MAX_RELEASED {
                 self.released.pop_front();
@@ -581,6 +599,48 @@ impl Tailer {
             })
             .collect()
     }
+}
+
+/// Adds a file's records to the batch: one `ResourceLogs` with the file's resource, or, after
+/// operators, one per resource they gave the records.
+fn add_records(
+    out: &mut ReadOutput,
+    stats: &mut TailStats,
+    resource: &[KeyValue],
+    mut records: Records,
+    operators: &Operators,
+    observed: u64,
+) {
+    let Some(mut values) = records.take_values() else {
+        if !records.is_empty() {
+            out.records += records.len();
+            stats.records += records.len() as u64;
+            records.frame_into(resource, &mut out.payload);
+        }
+        return;
+    };
+    match operators.apply_all(&mut values, resource, observed, &mut stats.operators) {
+        None => add_group(out, stats, resource, values),
+        Some(groups) => {
+            for (res, recs) in groups {
+                add_group(out, stats, &res, recs);
+            }
+        }
+    }
+}
+
+fn add_group(
+    out: &mut ReadOutput,
+    stats: &mut TailStats,
+    resource: &[KeyValue],
+    recs: Vec<LogRecord>,
+) {
+    if recs.is_empty() {
+        return;
+    }
+    out.records += recs.len();
+    stats.records += recs.len() as u64;
+    records::encode_resource_logs(resource, &recs, &mut out.payload);
 }
 
 fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> usize {
