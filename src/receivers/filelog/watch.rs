@@ -39,7 +39,8 @@ pub struct Changes {
     pub new_dirs: bool,
     /// inotify stopped working (watch limit, read error): poll from now on.
     pub failed: Option<String>,
-    /// Events received (each one woke the watcher's thread), whatever their kind.
+    /// Write events received: what others do to the files (our own opens and reads, which
+    /// also arrive, are not counted, or reading many files would look like a flood).
     pub events: usize,
 }
 
@@ -160,7 +161,6 @@ fn record(shared: &Shared, event: notify::Result<notify::Event>) {
         Ok(c) => c,
         Err(poisoned) => poisoned.into_inner(),
     };
-    changes.events += 1;
     match event {
         Err(e) => changes.failed = Some(e.to_string()),
         Ok(event) if event.need_rescan() => changes.discover = true,
@@ -168,6 +168,7 @@ fn record(shared: &Shared, event: notify::Result<notify::Event>) {
             // Our own opens show as access events; attribute changes carry no data.
             EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => return,
             EventKind::Modify(ModifyKind::Data(_)) => {
+                changes.events += 1;
                 if changes.written.len() + event.paths.len() > MAX_PENDING_PATHS {
                     changes.written.clear();
                     changes.discover = true;
