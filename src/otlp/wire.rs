@@ -66,8 +66,16 @@ enum VarintError {
 }
 
 /// Returns the value and the position just past it.
-#[inline]
+#[inline(always)]
 fn read_varint(buf: &[u8], pos: usize) -> Result<(u64, usize), VarintError> {
+    // Tags and most lengths take one byte.
+    match buf.get(pos) {
+        Some(&byte) if byte < 0x80 => Ok((u64::from(byte), pos + 1)),
+        _ => read_varint_long(buf, pos),
+    }
+}
+
+fn read_varint_long(buf: &[u8], pos: usize) -> Result<(u64, usize), VarintError> {
     let mut value = 0u64;
     for i in 0..10 {
         let Some(&byte) = buf.get(pos + i) else {

@@ -164,23 +164,19 @@ fn walk(
             if ss.number != CHILDREN {
                 continue;
             }
-            let mut fields = Vec::new();
-            for f in ss.nested()? {
-                let f = f?;
-                if f.number != CHILDREN {
-                    fields.extend_from_slice(&chunk[f.range()]);
-                }
-            }
+            // One pass: the scope's own fields are gathered while its spans are recorded.
+            let si = scopes.len();
             scopes.push(Scope {
                 resource: ri,
-                fields,
+                fields: Vec::new(),
             });
-            let si = (scopes.len() - 1) as u32;
             for span in ss.nested()? {
                 let span = span?;
                 if span.number != CHILDREN {
+                    scopes[si].fields.extend_from_slice(&chunk[span.range()]);
                     continue;
                 }
+                let si = si as u32;
                 let raw = span.expect_len()?;
                 let o = match service_owner {
                     Some(o) => o,
