@@ -243,6 +243,40 @@ impl ExporterHandle {
     }
 }
 
+/// The collector's exporter metrics: the queue's size gauge (its capacity is set here) and the
+/// item counters per signal, with series only for the signals the exporter carries, as the
+/// collector reports them.
+pub fn exporter_metrics(
+    registry: &Registry,
+    name: &str,
+    capacity: usize,
+    signals: &[Signal],
+) -> (Gauge, Arc<[ExporterMetrics; 3]>) {
+    let labels = [("exporter", name)];
+    let queue_size = registry.gauge(
+        "otelcol_exporter_queue_size",
+        "Current size of the retry queue (in batches).",
+        &labels,
+    );
+    registry
+        .gauge(
+            "otelcol_exporter_queue_capacity",
+            "Fixed capacity of the retry queue (in batches).",
+            &labels,
+        )
+        .set(capacity as i64);
+    let unused = Registry::default();
+    let metrics = Arc::new(Signal::ALL.map(|s| {
+        let r = if signals.contains(&s) {
+            registry
+        } else {
+            &unused
+        };
+        ExporterMetrics::new(r, name, s)
+    }));
+    (queue_size, metrics)
+}
+
 fn signal_index(signal: Signal) -> usize {
     match signal {
         Signal::Traces => 0,
@@ -278,29 +312,7 @@ pub fn start(
         (1, 1, true)
     };
     let name = id.to_string();
-    let labels = [("exporter", name.as_str())];
-    let queue_size = registry.gauge(
-        "otelcol_exporter_queue_size",
-        "Current size of the retry queue (in batches).",
-        &labels,
-    );
-    registry
-        .gauge(
-            "otelcol_exporter_queue_capacity",
-            "Fixed capacity of the retry queue (in batches).",
-            &labels,
-        )
-        .set(capacity as i64);
-    // Series only for the signals this exporter carries, as the collector reports them.
-    let unused = Registry::default();
-    let metrics = Arc::new(Signal::ALL.map(|s| {
-        let r = if signals.contains(&s) {
-            registry
-        } else {
-            &unused
-        };
-        ExporterMetrics::new(r, &name, s)
-    }));
+    let (queue_size, metrics) = exporter_metrics(registry, &name, capacity, signals);
     let (tx, rx) = mpsc::channel::<Batch>(capacity);
     let rx = Arc::new(Mutex::new(rx));
     let mut tasks = Vec::new();

@@ -283,33 +283,13 @@ pub fn start(
 ) -> Result<(ExporterHandle, Vec<JoinHandle<()>>), String> {
     let routing = config.routing()?;
     let name = id.to_string();
-    let labels = [("exporter", name.as_str())];
     let capacity = if config.sending_queue.enabled {
         config.sending_queue.queue_size
     } else {
         1
     };
-    let queue_size = registry.gauge(
-        "otelcol_exporter_queue_size",
-        "Current size of the retry queue (in batches).",
-        &labels,
-    );
-    registry
-        .gauge(
-            "otelcol_exporter_queue_capacity",
-            "Fixed capacity of the retry queue (in batches).",
-            &labels,
-        )
-        .set(capacity as i64);
-    let unused = Registry::default();
-    let items = Arc::new(Signal::ALL.map(|s| {
-        let r = if signals.contains(&s) {
-            registry
-        } else {
-            &unused
-        };
-        ExporterMetrics::new(r, &name, s)
-    }));
+    let (queue_size, items) = super::exporter_metrics(registry, &name, capacity, signals);
+    let labels = [("exporter", name.as_str())];
     let metrics = LbMetrics {
         exporter: name.clone(),
         registry: registry.clone(),

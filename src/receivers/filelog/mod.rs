@@ -676,6 +676,32 @@ mod tests {
 
     /// A full pipeline: the batch is refused, reading pauses, and the same records are
     /// offered again once there is room — none lost, none doubled.
+    /// Starts a `filelog` receiver whose batches go to `tx`: its registry, stop switch, tasks.
+    async fn start_receiver(
+        config: &FilelogConfig,
+        tx: mpsc::Sender<Batch>,
+    ) -> (Registry, watch::Sender<bool>, Vec<JoinHandle<()>>) {
+        let consumer = Consumer::new(vec![PipelineInput {
+            pipeline: "logs".into(),
+            tx,
+            gates: Vec::new(),
+        }]);
+        let registry = Registry::default();
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = FilelogReceiver::new("filelog", config, None)
+            .start(
+                Consumers {
+                    logs: Some(consumer),
+                    ..Default::default()
+                },
+                &registry,
+                stop_rx,
+            )
+            .await
+            .unwrap();
+        (registry, stop, tasks)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refused_batches_are_offered_again() {
         let dir = std::env::temp_dir().join(format!("sluice-refusal-{}", std::process::id()));
@@ -695,24 +721,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1);
         tx.try_send(Batch::new(Signal::Logs, Bytes::new(), 0))
             .unwrap();
-        let consumer = Consumer::new(vec![PipelineInput {
-            pipeline: "logs".into(),
-            tx,
-            gates: Vec::new(),
-        }]);
-        let registry = Registry::default();
-        let (stop, stop_rx) = watch::channel(false);
-        let tasks = FilelogReceiver::new("filelog", &config, None)
-            .start(
-                Consumers {
-                    logs: Some(consumer),
-                    ..Default::default()
-                },
-                &registry,
-                stop_rx,
-            )
-            .await
-            .unwrap();
+        let (registry, stop, tasks) = start_receiver(&config, tx).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let refused = registry.value("otelcol_receiver_refused_log_records_total", "");
         assert!(refused >= 100, "refused {refused}");
@@ -736,8 +745,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// With inotify, new files and writes are read at once, long before the fallback poll
-    /// (here 10 × 2 s).
+    /// With inotify, new files and writes are read at once, long before the safety-net poll
+    /// (here 30 s).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn new_files_and_writes_are_read_before_the_fallback_poll() {
         let dir = std::env::temp_dir().join(format!("sluice-notify-{}", std::process::id()));
@@ -751,24 +760,7 @@ mod tests {
             ..Default::default()
         };
         let (tx, mut rx) = mpsc::channel(16);
-        let consumer = Consumer::new(vec![PipelineInput {
-            pipeline: "logs".into(),
-            tx,
-            gates: Vec::new(),
-        }]);
-        let registry = Registry::default();
-        let (stop, stop_rx) = watch::channel(false);
-        let tasks = FilelogReceiver::new("filelog", &config, None)
-            .start(
-                Consumers {
-                    logs: Some(consumer),
-                    ..Default::default()
-                },
-                &registry,
-                stop_rx,
-            )
-            .await
-            .unwrap();
+        let (_registry, stop, tasks) = start_receiver(&config, tx).await;
         // The first discovery (and the watch) happen at start.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
@@ -831,24 +823,7 @@ mod tests {
             ..Default::default()
         };
         let (tx, mut rx) = mpsc::channel(1024);
-        let consumer = Consumer::new(vec![PipelineInput {
-            pipeline: "logs".into(),
-            tx,
-            gates: Vec::new(),
-        }]);
-        let registry = Registry::default();
-        let (stop, stop_rx) = watch::channel(false);
-        let tasks = FilelogReceiver::new("filelog", &config, None)
-            .start(
-                Consumers {
-                    logs: Some(consumer),
-                    ..Default::default()
-                },
-                &registry,
-                stop_rx,
-            )
-            .await
-            .unwrap();
+        let (registry, stop, tasks) = start_receiver(&config, tx).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
             registry
