@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod connectors;
 pub mod exporters;
 pub mod extensions;
 pub mod hash;

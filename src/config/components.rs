@@ -4,6 +4,8 @@
 use super::ComponentId;
 use super::error::{ConfigError, Loc, closest};
 use super::node::{self, Node};
+use crate::connectors::ConnectorConfig;
+use crate::connectors::spanmetrics::SpanMetricsConfig;
 use crate::exporters::debug::DebugExporterConfig;
 use crate::exporters::file::FileExporterConfig;
 use crate::exporters::loadbalancing::LoadBalancingConfig;
@@ -109,6 +111,7 @@ const PLANNED_PROCESSORS: &[&str] = &[
     "groupbytrace",
 ];
 const PLANNED_EXPORTERS: &[&str] = &["prometheus", "kafka"];
+const PLANNED_CONNECTORS: &[&str] = &["count", "routing", "servicegraph", "exceptions"];
 const PLANNED_EXTENSIONS: &[&str] = &["pprof", "zpages", "bearertokenauth", "basicauth"];
 
 fn unknown_type(
@@ -320,6 +323,43 @@ pub fn parse_extension(
             loc,
             &["health_check", "file_storage"],
             PLANNED_EXTENSIONS,
+        )),
+    }
+}
+
+pub fn parse_connector(
+    id: &ComponentId,
+    body: &Node,
+    path: &str,
+    loc: &Loc,
+) -> Result<ConnectorConfig, ConfigError> {
+    match id.kind.as_str() {
+        "spanmetrics" => {
+            let config: SpanMetricsConfig = node::from_node(body, path)?;
+            config
+                .validate()
+                .map_err(|e| ConfigError::at(loc, path, e))?;
+            Ok(ConnectorConfig::SpanMetrics(Box::new(config)))
+        }
+        "forward" => {
+            if !matches!(&body.kind, node::NodeKind::Null)
+                && !matches!(&body.kind, node::NodeKind::Map(m) if m.is_empty())
+            {
+                return Err(ConfigError::at(
+                    loc,
+                    path,
+                    "the `forward` connector has no settings",
+                ));
+            }
+            Ok(ConnectorConfig::Forward)
+        }
+        _ => Err(unknown_type(
+            "connector",
+            id,
+            path,
+            loc,
+            &["spanmetrics", "forward"],
+            PLANNED_CONNECTORS,
         )),
     }
 }

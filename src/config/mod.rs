@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::connectors::ConnectorConfig;
 pub use components::{ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig};
 pub use error::{ConfigError, Loc};
 use node::{Node, NodeKind};
@@ -102,6 +103,7 @@ pub struct Config {
     pub processors: Vec<Component<ProcessorConfig>>,
     pub exporters: Vec<Component<ExporterConfig>>,
     pub extensions: Vec<Component<ExtensionConfig>>,
+    pub connectors: Vec<Component<ConnectorConfig>>,
     pub service: ServiceConfig,
 }
 
@@ -155,21 +157,13 @@ impl Config {
             if !TOP.contains(&key.name.as_str()) {
                 return Err(unknown_key(&key.loc, &key.name, &key.name, &TOP));
             }
-            if key.name == "connectors"
-                && !matches!(&value.kind, NodeKind::Map(m) if m.is_empty())
-                && !matches!(value.kind, NodeKind::Null)
-            {
-                return Err(ConfigError::at(
-                    &key.loc,
-                    "connectors",
-                    "connectors are not supported yet",
-                ));
-            }
+            let _ = value;
         }
         let receivers = section(root, "receivers", components::parse_receiver)?;
         let processors = section(root, "processors", components::parse_processor)?;
         let exporters = section(root, "exporters", components::parse_exporter)?;
         let extensions = section(root, "extensions", components::parse_extension)?;
+        let connectors = section(root, "connectors", components::parse_connector)?;
         let service_node = node::get(root, "service").ok_or_else(|| {
             ConfigError::at(&root.loc, "service", "missing required key `service`")
         })?;
@@ -179,6 +173,7 @@ impl Config {
             &processors,
             &exporters,
             &extensions,
+            &connectors,
         )?;
         check_storage_references(&receivers, &extensions, &service)?;
         Ok(Config {
@@ -186,6 +181,7 @@ impl Config {
             processors,
             exporters,
             extensions,
+            connectors,
             service,
         })
     }
@@ -358,6 +354,7 @@ fn parse_service(
     processors: &[Component<ProcessorConfig>],
     exporters: &[Component<ExporterConfig>],
     extensions: &[Component<ExtensionConfig>],
+    connectors: &[Component<ConnectorConfig>],
 ) -> Result<ServiceConfig, ConfigError> {
     const KEYS: [&str; 4] = ["extensions", "pipelines", "telemetry", "shutdown_timeout"];
     for (key, _) in map_entries(service, "service")? {
@@ -432,12 +429,11 @@ fn parse_service(
                     ComponentId::parse(name).map_err(|e| ConfigError::at(&loc, &item_path, e))?;
                 match defined(&id) {
                     None => {
-                        let section = role;
                         return Err(ConfigError::at(
                             &loc,
                             &item_path,
                             format!(
-                                "{} `{id}` is not defined under `{section}`",
+                                "{} `{id}` is not defined under `{role}` or `connectors`",
                                 &role[..role.len() - 1]
                             ),
                         ));
@@ -456,11 +452,28 @@ fn parse_service(
             }
             Ok(ids)
         };
+        let connector = |id: &ComponentId, as_exporter: bool| {
+            connectors.iter().find(|c| &c.id == id).map(|c| {
+                let (signals, role) = if as_exporter {
+                    (c.config.inputs(), "an exporter")
+                } else {
+                    (c.config.outputs(), "a receiver")
+                };
+                supports(signals, signal, id).map_err(|_| {
+                    let names: Vec<&str> = signals.iter().map(|s| s.as_str()).collect();
+                    format!(
+                        "connector `{id}` cannot be {role} of a {signal} pipeline (only of {})",
+                        names.join(", ")
+                    )
+                })
+            })
+        };
         let receiver_ids = check("receivers", &raw.receivers, &|id| {
             receivers
                 .iter()
                 .find(|c| &c.id == id)
                 .map(|c| supports(c.config.signals(), signal, id))
+                .or_else(|| connector(id, false))
         })?;
         let processor_ids = check("processors", &raw.processors, &|id| {
             processors
@@ -473,6 +486,7 @@ fn parse_service(
                 .iter()
                 .find(|c| &c.id == id)
                 .map(|c| supports(c.config.signals(), signal, id))
+                .or_else(|| connector(id, true))
         })?;
         if receiver_ids.is_empty() {
             return Err(ConfigError::at(
@@ -503,6 +517,7 @@ fn parse_service(
             "at least one pipeline is required",
         ));
     }
+    check_connectors(connectors, &pipelines)?;
 
     let telemetry_raw: TelemetryRaw = match node::get(service, "telemetry") {
         Some(t) => node::from_node(t, "service.telemetry")?,
@@ -625,6 +640,112 @@ fn check_storage_references(
                 &path,
                 format!("storage extension `{id}` must be listed in `service.extensions`"),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// As the collector checks them: a connector used as an exporter must be a receiver of a
+/// pipeline of the signal it produces, and the other way round; and data must not flow in a
+/// cycle through connectors.
+fn check_connectors(
+    connectors: &[Component<ConnectorConfig>],
+    pipelines: &[PipelineConfig],
+) -> Result<(), ConfigError> {
+    for c in connectors {
+        for p in pipelines.iter().filter(|p| p.exporters.contains(&c.id)) {
+            let fed = c.config.output(p.signal).is_some_and(|out| {
+                pipelines
+                    .iter()
+                    .any(|q| q.signal == out && q.receivers.contains(&c.id))
+            });
+            if !fed {
+                return Err(ConfigError::at(
+                    &c.loc,
+                    format!("connectors.{}", c.id),
+                    format!(
+                        "connector `{}` is used as an exporter of pipeline `{}` but not as a receiver of any pipeline it can feed from {} (list it under `receivers` of a {} pipeline)",
+                        c.id,
+                        p.id,
+                        p.signal,
+                        c.config
+                            .output(p.signal)
+                            .map_or("other".to_string(), |s| s.to_string())
+                    ),
+                ));
+            }
+        }
+        for p in pipelines.iter().filter(|p| p.receivers.contains(&c.id)) {
+            let feeds = pipelines.iter().any(|q| {
+                q.exporters.contains(&c.id) && c.config.output(q.signal) == Some(p.signal)
+            });
+            if !feeds {
+                return Err(ConfigError::at(
+                    &c.loc,
+                    format!("connectors.{}", c.id),
+                    format!(
+                        "connector `{}` is used as a receiver of pipeline `{}` but not as an exporter of any pipeline that can feed it {}",
+                        c.id, p.id, p.signal
+                    ),
+                ));
+            }
+        }
+    }
+    // Depth-first search over pipelines; an edge goes through a connector.
+    let next = |from: usize| -> Vec<(usize, String)> {
+        let p = &pipelines[from];
+        let mut out = Vec::new();
+        for c in connectors.iter().filter(|c| p.exporters.contains(&c.id)) {
+            for (j, q) in pipelines.iter().enumerate() {
+                if q.receivers.contains(&c.id) && c.config.output(p.signal) == Some(q.signal) {
+                    out.push((j, c.id.to_string()));
+                }
+            }
+        }
+        out
+    };
+    // 0 unvisited, 1 on the current path, 2 done.
+    let mut state = vec![0u8; pipelines.len()];
+    let mut path: Vec<String> = Vec::new();
+    fn visit(
+        i: usize,
+        pipelines: &[PipelineConfig],
+        next: &dyn Fn(usize) -> Vec<(usize, String)>,
+        state: &mut [u8],
+        path: &mut Vec<String>,
+    ) -> Result<(), (String, String)> {
+        state[i] = 1;
+        path.push(format!("pipeline `{}`", pipelines[i].id));
+        for (j, via) in next(i) {
+            path.push(format!("connector `{via}`"));
+            let via = via.clone();
+            match state[j] {
+                1 => {
+                    path.push(format!("pipeline `{}`", pipelines[j].id));
+                    let cycle = format!(
+                        "cycle detected: {}; data must not flow back into a pipeline it came from",
+                        path.join(" -> ")
+                    );
+                    return Err((via, cycle));
+                }
+                0 => visit(j, pipelines, next, state, path)?,
+                _ => {}
+            }
+            path.pop();
+        }
+        path.pop();
+        state[i] = 2;
+        Ok(())
+    }
+    for i in 0..pipelines.len() {
+        if state[i] == 0 {
+            visit(i, pipelines, &next, &mut state, &mut path).map_err(|(via, e)| {
+                let c = connectors.iter().find(|c| c.id.to_string() == via);
+                match c {
+                    Some(c) => ConfigError::at(&c.loc, format!("connectors.{via}"), e),
+                    None => ConfigError::general(e),
+                }
+            })?;
         }
     }
     Ok(())

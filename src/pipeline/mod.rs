@@ -91,7 +91,9 @@ impl Service {
             service.exporter_tasks.extend(tasks);
         }
 
-        let mut consumers: BTreeMap<ComponentId, Consumers> = BTreeMap::new();
+        // Every pipeline's input first: connectors feed pipelines and are fed by them.
+        let mut inputs = Vec::new();
+        let mut pending = Vec::new();
         for pipeline in &config.service.pipelines {
             let mut stages = Vec::new();
             let mut gates = Vec::new();
@@ -106,25 +108,73 @@ impl Service {
                 }
                 stages.push(processor);
             }
-            let outputs: Vec<ExporterHandle> = pipeline
-                .exporters
-                .iter()
-                .filter_map(|id| exporter_handles.get(id).cloned())
-                .collect();
             let (tx, rx) = mpsc::channel(PIPELINE_CHANNEL_CAPACITY);
-            let input = PipelineInput {
+            inputs.push(PipelineInput {
                 pipeline: pipeline.id.clone(),
                 tx,
                 gates,
-            };
+            });
+            pending.push((rx, stages));
+        }
+
+        // One task per connector and signal it is fed: its stage, then the pipelines it
+        // receives into, which it waits for rather than dropping.
+        let mut connector_inputs: BTreeMap<(ComponentId, Signal), mpsc::Sender<Batch>> =
+            BTreeMap::new();
+        let pipelines = &config.service.pipelines;
+        for conn in config.connectors.iter().filter(|c| used.contains(&c.id)) {
+            for signal in Signal::ALL {
+                if !pipelines
+                    .iter()
+                    .any(|p| p.signal == signal && p.exporters.contains(&conn.id))
+                {
+                    continue;
+                }
+                let Some(out_signal) = conn.config.output(signal) else {
+                    continue;
+                };
+                let outputs: Vec<Output> = pipelines
+                    .iter()
+                    .zip(&inputs)
+                    .filter(|(p, _)| p.signal == out_signal && p.receivers.contains(&conn.id))
+                    .map(|(_, input)| Output::Pipeline(input.tx.clone()))
+                    .collect();
+                let stages = crate::connectors::stages(&conn.id, &conn.config, &registry);
+                let (tx, rx) = mpsc::channel(PIPELINE_CHANNEL_CAPACITY);
+                connector_inputs.insert((conn.id.clone(), signal), tx);
+                service.pipeline_tasks.push(tokio::spawn(run_pipeline(
+                    format!("connector {}", conn.id),
+                    signal,
+                    rx,
+                    Chain::new(stages),
+                    outputs,
+                )));
+            }
+        }
+
+        let mut consumers: BTreeMap<ComponentId, Consumers> = BTreeMap::new();
+        for ((pipeline, input), (rx, stages)) in pipelines.iter().zip(&inputs).zip(pending) {
+            let outputs: Vec<Output> = pipeline
+                .exporters
+                .iter()
+                .filter_map(|id| match exporter_handles.get(id) {
+                    Some(h) => Some(Output::Exporter(h.clone())),
+                    None => connector_inputs
+                        .get(&(id.clone(), pipeline.signal))
+                        .map(|tx| Output::Pipeline(tx.clone())),
+                })
+                .collect();
             for rid in &pipeline.receivers {
+                if !config.receivers.iter().any(|r| &r.id == rid) {
+                    continue; // a connector: fed above
+                }
                 let entry = consumers.entry(rid.clone()).or_default();
-                let mut inputs = match entry.get(pipeline.signal) {
+                let mut feeds = match entry.get(pipeline.signal) {
                     Some(c) => c.inputs().to_vec(),
                     None => Vec::new(),
                 };
-                inputs.push(input.clone());
-                entry.set(pipeline.signal, Consumer::new(inputs));
+                feeds.push(input.clone());
+                entry.set(pipeline.signal, Consumer::new(feeds));
             }
             let id = pipeline.id.clone();
             service.pipeline_tasks.push(tokio::spawn(run_pipeline(
@@ -136,6 +186,8 @@ impl Service {
             )));
         }
         drop(exporter_handles);
+        drop(connector_inputs);
+        drop(inputs);
 
         for rec in config.receivers.iter().filter(|r| used.contains(&r.id)) {
             let feeds = consumers.remove(&rec.id).unwrap_or_default();
@@ -218,7 +270,7 @@ async fn run_pipeline(
     signal: Signal,
     mut rx: mpsc::Receiver<Batch>,
     mut chain: Chain,
-    outputs: Vec<ExporterHandle>,
+    outputs: Vec<Output>,
 ) {
     let mut out = Vec::new();
     loop {
@@ -248,13 +300,35 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Gives each exporter its own copy (the bytes are shared, not copied).
-async fn fan_out(outputs: &[ExporterHandle], batch: Batch) {
+/// Where a pipeline's output goes: an exporter's queue, or a connector's or (from a
+/// connector) a pipeline's input, which is waited for: data inside the agent is not dropped.
+#[derive(Clone)]
+enum Output {
+    Exporter(ExporterHandle),
+    Pipeline(mpsc::Sender<Batch>),
+}
+
+impl Output {
+    async fn send(&self, batch: Batch) {
+        match self {
+            Output::Exporter(h) => h.enqueue(batch).await,
+            Output::Pipeline(tx) => {
+                if let Err(e) = tx.send(batch).await {
+                    // Only at shutdown, after the grace period.
+                    e.0.fail_acks();
+                }
+            }
+        }
+    }
+}
+
+/// Gives each output its own copy (the bytes are shared, not copied).
+async fn fan_out(outputs: &[Output], batch: Batch) {
     if let Some((last, rest)) = outputs.split_last() {
         for o in rest {
-            o.enqueue(batch.clone()).await;
+            o.send(batch.clone()).await;
         }
-        last.enqueue(batch).await;
+        last.send(batch).await;
     }
 }
 

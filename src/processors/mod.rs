@@ -22,6 +22,8 @@ pub enum Processor {
     Cardinality(Box<cardinality::CardinalityProcessor>),
     Attributes(Box<attributes::AttributesProcessor>),
     TailSampling(Box<tail_sampling::TailSampler>),
+    /// Not a processor in the config: the stage of a `spanmetrics` connector's task.
+    SpanMetrics(Box<crate::connectors::spanmetrics::SpanMetrics>),
 }
 
 impl Processor {
@@ -63,6 +65,7 @@ impl Processor {
             Processor::Cardinality(p) => p.process(batch, now, out),
             Processor::Attributes(p) => p.process(batch, now, out),
             Processor::TailSampling(p) => p.process(batch, now, out),
+            Processor::SpanMetrics(p) => p.process(batch, now, out),
         }
     }
 
@@ -71,6 +74,7 @@ impl Processor {
             Processor::Batch(p) => p.tick(now, out),
             Processor::Cardinality(p) => p.tick(now, out),
             Processor::TailSampling(p) => p.tick(now, out),
+            Processor::SpanMetrics(p) => p.tick(now, out),
             Processor::MemoryLimiter(_)
             | Processor::ProbabilisticSampler(_)
             | Processor::Attributes(_) => {}
@@ -83,6 +87,7 @@ impl Processor {
             Processor::Batch(p) => p.flush(out),
             Processor::Cardinality(p) => p.flush(out),
             Processor::TailSampling(p) => p.flush(now, out),
+            Processor::SpanMetrics(p) => p.flush(now, out),
             Processor::MemoryLimiter(_)
             | Processor::ProbabilisticSampler(_)
             | Processor::Attributes(_) => {}
@@ -95,6 +100,7 @@ impl Processor {
             Processor::Batch(p) => p.next_deadline(),
             Processor::Cardinality(p) => p.next_deadline(),
             Processor::TailSampling(p) => p.next_deadline(),
+            Processor::SpanMetrics(p) => p.next_deadline(),
             Processor::MemoryLimiter(_)
             | Processor::ProbabilisticSampler(_)
             | Processor::Attributes(_) => None,

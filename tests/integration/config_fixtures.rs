@@ -138,6 +138,21 @@ fn invalid_fixtures_name_location_path_and_fix() {
             ":6:15: receivers.file_log.operators[1].type",
             "`recombine` operator is not supported yet",
         ),
+        (
+            "connector_unfed",
+            ":6:3: connectors.spanmetrics",
+            "connector `spanmetrics` is used as an exporter of pipeline `traces` but not as a receiver of any pipeline",
+        ),
+        (
+            "connector_cycle",
+            ":7:3: connectors.forward/b",
+            "cycle detected: pipeline `traces/in` -> connector `forward/a` -> pipeline `traces/loop` -> connector `forward/b` -> pipeline `traces/in`",
+        ),
+        (
+            "connector_signal",
+            ":13:19: service.pipelines.logs.exporters[0]",
+            "connector `spanmetrics` cannot be an exporter of a logs pipeline (only of traces)",
+        ),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();

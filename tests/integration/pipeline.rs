@@ -368,3 +368,129 @@ async fn the_otlp_exporter_delivers_the_same_data_with_every_compression() {
         );
     }
 }
+
+/// Counts spans in the file exporter's OTLP/JSON lines per (service, span name, kind, status).
+fn span_counts(text: &str) -> std::collections::BTreeMap<(String, String, String, String), i64> {
+    let kinds = [
+        "SPAN_KIND_UNSPECIFIED",
+        "SPAN_KIND_INTERNAL",
+        "SPAN_KIND_SERVER",
+        "SPAN_KIND_CLIENT",
+        "SPAN_KIND_PRODUCER",
+        "SPAN_KIND_CONSUMER",
+    ];
+    let codes = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in v["resourceSpans"].as_array().unwrap() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["key"] == "service.name")
+                .map(|a| a["value"]["stringValue"].as_str().unwrap().to_string())
+                .unwrap();
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                for sp in ss["spans"].as_array().unwrap() {
+                    let kind = sp["kind"].as_u64().unwrap_or(0) as usize;
+                    let code = sp["status"]["code"].as_u64().unwrap_or(0) as usize;
+                    *out.entry((
+                        service.clone(),
+                        sp["name"].as_str().unwrap().to_string(),
+                        kinds[kind].to_string(),
+                        codes[code].to_string(),
+                    ))
+                    .or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn span_metrics_through_connectors_count_every_span_the_trace_pipeline_saw() {
+    let grpc_port = free_port();
+    let dir = temp_dir("connectors");
+    let (traces, metrics) = (dir.join("traces.jsonl"), dir.join("metrics.jsonl"));
+    let text = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n\
+connectors:\n  forward:\n  spanmetrics:\n    metrics_flush_interval: 1h\n\
+exporters:\n  file/traces:\n    path: {}\n  file/metrics:\n    path: {}\n\
+service:\n  pipelines:\n    traces/in: {{receivers: [otlp], exporters: [forward]}}\n    traces/out: {{receivers: [forward], exporters: [file/traces]}}\n    traces/red: {{receivers: [forward], exporters: [spanmetrics]}}\n    metrics: {{receivers: [spanmetrics], exporters: [file/metrics]}}\n  telemetry: {{metrics: {{level: none}}}}\n",
+        traces.display(),
+        metrics.display()
+    );
+    let config = Config::load_sources(&[("connectors.yaml".into(), text)]).unwrap();
+    let registry = Registry::default();
+    let service = Service::start(&config, registry.clone()).await.unwrap();
+    let report = loadgen::run(Options {
+        endpoint: Some(format!("127.0.0.1:{grpc_port}")),
+        count: Some(3000),
+        batch: 100,
+        rate: 0.0,
+        error_ratio: 0.1,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(report.items_accepted, 3000, "{report}");
+    wait_for("spans through forward", Duration::from_secs(10), || {
+        registry.value("sluice_spanmetrics_spans_total", "") == 3000
+    })
+    .await;
+    // The interval is an hour: the metrics come from the flush at shutdown.
+    service.shutdown().await;
+    let expected = span_counts(&std::fs::read_to_string(&traces).unwrap());
+    assert_eq!(expected.values().sum::<i64>(), 3000);
+    assert!(
+        expected.keys().any(|k| k.3 == "STATUS_CODE_ERROR"),
+        "the load has errors"
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let mut got = std::collections::BTreeMap::new();
+    let mut histogram_total = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rm in v["resourceMetrics"].as_array().unwrap() {
+            for sm in rm["scopeMetrics"].as_array().unwrap() {
+                assert_eq!(sm["scope"]["name"], "spanmetricsconnector");
+                for m in sm["metrics"].as_array().unwrap() {
+                    let attr = |p: &serde_json::Value, k: &str| {
+                        p["attributes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|a| a["key"] == k)
+                            .map(|a| a["value"]["stringValue"].as_str().unwrap().to_string())
+                            .unwrap()
+                    };
+                    match m["name"].as_str().unwrap() {
+                        "traces.span.metrics.calls" => {
+                            for p in m["sum"]["dataPoints"].as_array().unwrap() {
+                                let key = (
+                                    attr(p, "service.name"),
+                                    attr(p, "span.name"),
+                                    attr(p, "span.kind"),
+                                    attr(p, "status.code"),
+                                );
+                                let n: i64 = p["asInt"].as_str().unwrap().parse().unwrap();
+                                assert!(got.insert(key, n).is_none(), "one point per series");
+                            }
+                        }
+                        "traces.span.metrics.duration" => {
+                            assert_eq!(m["unit"], "ms");
+                            for p in m["histogram"]["dataPoints"].as_array().unwrap() {
+                                histogram_total +=
+                                    p["count"].as_str().unwrap().parse::<i64>().unwrap();
+                            }
+                        }
+                        other => panic!("unexpected metric {other}"),
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(got, expected);
+    assert_eq!(histogram_total, 3000);
+}
