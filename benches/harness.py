@@ -45,7 +45,7 @@ import urllib.request
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 ALL_CONFIGS = ["rotel", "sluice-gzip", "sluice-none", "sluice-zstd", "sluice-tail", "sluice-lb-none",
-               "sluice-lb-gzip"]
+               "sluice-lb-gzip", "sluice-spanmetrics-none"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -646,7 +646,33 @@ def lb_exporter(sink_port, compression):
 """
 
 
-def sluice_config(path, grpc_port, sink_port, metrics_port, compression, tail=False, lb=False):
+# Issue 7's span metrics: a second traces pipeline from the same receiver feeds the
+# `spanmetrics` connector with five dimensions (all present on loadgen spans); its metrics go
+# to `debug` at basic verbosity, one log line per flush.
+SPANMETRICS_CONNECTOR = """\
+connectors:
+  spanmetrics:
+    dimensions:
+      - name: http.request.method
+      - name: http.route
+      - name: http.response.status_code
+      - name: server.address
+      - name: cache.hit
+    metrics_flush_interval: 5s
+"""
+
+SPANMETRICS_PIPELINES = """\
+    traces/spanmetrics:
+      receivers: [otlp]
+      exporters: [spanmetrics]
+    metrics/spanmetrics:
+      receivers: [spanmetrics]
+      exporters: [debug]
+"""
+
+
+def sluice_config(path, grpc_port, sink_port, metrics_port, compression, tail=False, lb=False,
+                  spanmetrics=False):
     exporter = lb_exporter(sink_port, compression) if lb else f"""\
   otlp:
     endpoint: 127.0.0.1:{sink_port}
@@ -660,13 +686,15 @@ def sluice_config(path, grpc_port, sink_port, metrics_port, compression, tail=Fa
       num_consumers: 2
       block_on_overflow: true
 """
+    if spanmetrics:
+        exporter += "  debug:\n    verbosity: basic\n"
     text = f"""\
 receivers:
   otlp:
     protocols:
       grpc:
         endpoint: 127.0.0.1:{grpc_port}
-processors:
+{SPANMETRICS_CONNECTOR if spanmetrics else ""}processors:
 {TAIL_SAMPLING if tail else ""}  batch:
     send_batch_size: 8192
     timeout: 200ms
@@ -677,7 +705,7 @@ exporters:
       receivers: [otlp]
       processors: [{"tail_sampling, " if tail else ""}batch]
       exporters: [{"loadbalancing" if lb else "otlp"}]
-  telemetry:
+{SPANMETRICS_PIPELINES if spanmetrics else ""}  telemetry:
     metrics:
       address: 127.0.0.1:{metrics_port}
     logs:
@@ -755,10 +783,11 @@ def run_config(name, a, procs, workdir):
     else:
         tail = name == "sluice-tail"
         lb = name.startswith("sluice-lb-")
+        spanmetrics = name.startswith("sluice-spanmetrics-")
         compression = "gzip" if tail else name.rsplit("-", 1)[1]
         metrics_port = free_port()
         cfg = os.path.join(cdir, "sluice.yaml")
-        sluice_config(cfg, grpc_port, sink_port, metrics_port, compression, tail, lb)
+        sluice_config(cfg, grpc_port, sink_port, metrics_port, compression, tail, lb, spanmetrics)
         v = subprocess.run([a.sluice, "validate", "--config", cfg], capture_output=True,
                            text=True, timeout=20)
         if v.returncode != 0:
