@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod expo;
+mod lean;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,7 @@ use config::{HistogramKind, Unit};
 use expo::ExpHistogram;
 
 use crate::hash::FxHashMap;
-use crate::otlp::wire::{self, WireError, WireValue};
+use crate::otlp::wire::{self, WireError};
 use crate::otlp::{Batch, Signal};
 use crate::telemetry::{Counter, Gauge, Registry};
 
@@ -41,21 +42,21 @@ const INSTANCE_KEY: &str = "collector.instance.id";
 // ScopeSpans.spans, Resource.attributes, KeyValue.{key, value}.
 const REQUEST_RESOURCES: u32 = 1;
 const RS_RESOURCE: u32 = 1;
-const RS_SCOPES: u32 = 2;
-const SCOPE_SPANS: u32 = 2;
+const RS_SCOPES: u64 = 2;
+const SCOPE_SPANS: u64 = 2;
 const RESOURCE_ATTRIBUTES: u32 = 1;
 const KV_KEY: u32 = 1;
 const KV_VALUE: u32 = 2;
 // Span fields.
-const SPAN_TRACE_ID: u32 = 1;
-const SPAN_SPAN_ID: u32 = 2;
-const SPAN_NAME: u32 = 5;
-const SPAN_KIND: u32 = 6;
-const SPAN_START: u32 = 7;
-const SPAN_END: u32 = 8;
-const SPAN_ATTRIBUTES: u32 = 9;
-const SPAN_STATUS: u32 = 15;
-const STATUS_CODE: u32 = 3;
+const SPAN_TRACE_ID: u64 = 1;
+const SPAN_SPAN_ID: u64 = 2;
+const SPAN_NAME: u64 = 5;
+const SPAN_KIND: u64 = 6;
+const SPAN_START: u64 = 7;
+const SPAN_END: u64 = 8;
+const SPAN_ATTRIBUTES: u64 = 9;
+const SPAN_STATUS: u64 = 15;
+const STATUS_CODE: u64 = 3;
 
 const SPAN_KINDS: [&str; 6] = [
     "SPAN_KIND_UNSPECIFIED",
@@ -86,6 +87,9 @@ struct Dim {
 struct Settings {
     defaults: Defaults,
     dims: Vec<Dim>,
+    /// Bit `n` set when a dimension's name is `n` bytes long (names of 64 bytes or more are
+    /// always compared).
+    dim_lengths: u64,
     key_attributes: Vec<String>,
     histogram: HistogramKind,
     unit: Unit,
@@ -116,6 +120,8 @@ pub struct SpanMetrics {
     next_flush: Instant,
     metrics: Metrics,
     active_series: usize,
+    /// Spans counted in the current batch (the counter is updated once per batch).
+    counted: u64,
     // Reused per resource and per span.
     resource_key: Vec<u8>,
     series_key: Vec<u8>,
@@ -189,6 +195,17 @@ impl SpanMetrics {
                     }),
                 })
                 .collect(),
+            dim_lengths: config
+                .dimensions
+                .iter()
+                .map(|d| {
+                    if d.name.len() < 64 {
+                        1u64 << d.name.len()
+                    } else {
+                        0
+                    }
+                })
+                .fold(0, |a, b| a | b),
             key_attributes: config.resource_metrics_key_attributes.clone(),
             histogram: config.histogram_kind(),
             unit: config.unit().unwrap_or(Unit::Milliseconds),
@@ -240,6 +257,7 @@ impl SpanMetrics {
                 ),
             },
             active_series: 0,
+            counted: 0,
             resource_key: Vec::new(),
             series_key: Vec::new(),
         }
@@ -256,6 +274,7 @@ impl SpanMetrics {
                 tracing::warn!(error = %e, "spanmetrics: skipping the rest of a malformed request");
             }
         }
+        self.metrics.spans.add(std::mem::take(&mut self.counted));
         self.metrics.series.set(self.active_series as i64);
     }
 
@@ -284,15 +303,15 @@ impl SpanMetrics {
             for d in &self.settings.dims {
                 from_resource.push(attribute(resource, RESOURCE_ATTRIBUTES, &d.name)?);
             }
-            for scope in wire::fields(rs) {
-                let scope = scope?;
-                if scope.number != RS_SCOPES {
+            let mut scopes = lean::Fields::new(rs);
+            while let Some((number, scope)) = scopes.next()? {
+                let (RS_SCOPES, lean::Value::Len(scope)) = (number, scope) else {
                     continue;
-                }
-                for span in wire::fields(scope.expect_len()?) {
-                    let span = span?;
-                    if span.number == SCOPE_SPANS {
-                        self.record(slot, span.expect_len()?, &from_resource, now, now_ns)?;
+                };
+                let mut spans = lean::Fields::new(scope);
+                while let Some((number, span)) = spans.next()? {
+                    if let (SCOPE_SPANS, lean::Value::Len(span)) = (number, span) {
+                        self.record(slot, span, &from_resource, now, now_ns)?;
                     }
                 }
             }
@@ -388,32 +407,41 @@ impl SpanMetrics {
         now: Instant,
         now_ns: u64,
     ) -> Result<(), WireError> {
+        use lean::Value::{Fixed64, Len, Varint};
         let settings = &self.settings;
         let mut span = SpanView::default();
         let mut dims: [Option<&[u8]>; 16] = [None; 16];
         let wanted = settings.dims.len().min(dims.len());
-        for f in wire::fields(raw) {
-            let f = f?;
-            match (f.number, f.value) {
-                (SPAN_TRACE_ID, WireValue::Len(v)) => span.trace_id = v,
-                (SPAN_SPAN_ID, WireValue::Len(v)) => span.span_id = v,
-                (SPAN_NAME, WireValue::Len(v)) => span.name = v,
-                (SPAN_KIND, WireValue::Varint(v)) => span.kind = v,
-                (SPAN_START, WireValue::Fixed64(v)) => span.start = v,
-                (SPAN_END, WireValue::Fixed64(v)) => span.end = v,
-                (SPAN_ATTRIBUTES, WireValue::Len(kv)) if wanted > 0 => {
-                    let (k, v) = key_value(kv)?;
+        let mut fields = lean::Fields::new(raw);
+        while let Some((number, value)) = fields.next()? {
+            match (number, value) {
+                (SPAN_TRACE_ID, Len(v)) => span.trace_id = v,
+                (SPAN_SPAN_ID, Len(v)) => span.span_id = v,
+                (SPAN_NAME, Len(v)) => span.name = v,
+                (SPAN_KIND, Varint(v)) => span.kind = v,
+                (SPAN_START, Fixed64(v)) => span.start = v,
+                (SPAN_END, Fixed64(v)) => span.end = v,
+                (SPAN_ATTRIBUTES, Len(kv)) if wanted > 0 => {
+                    // The key comes first in what every encoder writes; the value is read only
+                    // for a dimension.
+                    let (k, v) = match lean::canonical_key_value(kv) {
+                        Some(kv) => kv,
+                        None => lean::key_value(kv)?,
+                    };
+                    if k.len() < 64 && settings.dim_lengths & (1 << k.len()) == 0 {
+                        continue;
+                    }
                     for (i, d) in settings.dims.iter().take(wanted).enumerate() {
                         if dims[i].is_none() && d.name.as_bytes() == k {
                             dims[i] = Some(v);
                         }
                     }
                 }
-                (SPAN_STATUS, WireValue::Len(status)) => {
-                    for g in wire::fields(status) {
-                        let g = g?;
-                        if g.number == STATUS_CODE {
-                            span.status = g.expect_varint()?;
+                (SPAN_STATUS, Len(status)) => {
+                    let mut g = lean::Fields::new(status);
+                    while let Some((n, v)) = g.next()? {
+                        if let (STATUS_CODE, Varint(code)) = (n, v) {
+                            span.status = code;
                         }
                     }
                 }
@@ -449,7 +477,7 @@ impl SpanMetrics {
             }
         }
 
-        self.metrics.spans.add(1);
+        self.counted += 1;
         let resource = &mut self.resources[slot];
         let series = match resource.index.get(key.as_slice()) {
             Some(&i) => &mut resource.series[i],
@@ -813,7 +841,10 @@ fn string_kv(key: &str, value: String) -> KeyValue {
 }
 
 fn push_len(out: &mut Vec<u8>, bytes: &[u8]) {
-    wire::encode_varint(bytes.len() as u64, out);
+    match u8::try_from(bytes.len()) {
+        Ok(n) if n < 0x80 => out.push(n),
+        _ => wire::encode_varint(bytes.len() as u64, out),
+    }
     out.extend_from_slice(bytes);
 }
 
@@ -821,20 +852,45 @@ fn push_len(out: &mut Vec<u8>, bytes: &[u8]) {
 /// text as an int or bool make one series.
 fn value_key(raw: &[u8], out: &mut Vec<u8>) {
     // AnyValue: 1 string, 2 bool, 3 int, 4 double; the last member on the wire wins.
+    use lean::Value::{Fixed64, Len, Varint};
+    // A string, as encoders write it: one field with a one-byte length.
+    if raw.len() >= 2 && raw[0] == 0x0a && usize::from(raw[1]) + 2 == raw.len() {
+        return push_len(out, &raw[2..]);
+    }
     let mut last = None;
-    for f in wire::fields(raw).flatten() {
-        last = Some((f.number, f.value));
+    let mut fields = lean::Fields::new(raw);
+    while let Ok(Some(f)) = fields.next() {
+        last = Some(f);
     }
     match last {
-        Some((1, WireValue::Len(s))) => push_len(out, s),
-        Some((2, WireValue::Varint(b))) => push_len(out, if b != 0 { b"true" } else { b"false" }),
-        Some((3, WireValue::Varint(i))) => push_len(out, (i as i64).to_string().as_bytes()),
-        Some((4, WireValue::Fixed64(d))) => push_len(out, f64::from_bits(d).to_string().as_bytes()),
+        Some((1, Len(s))) => push_len(out, s),
+        Some((2, Varint(b))) => push_len(out, if b != 0 { b"true" } else { b"false" }),
+        Some((3, Varint(i))) => push_len(out, decimal(i as i64, &mut [0; 20])),
+        Some((4, Fixed64(d))) => push_len(out, f64::from_bits(d).to_string().as_bytes()),
         _ => {
             out.push(0xff);
             push_len(out, raw);
         }
     }
+}
+
+/// An integer's decimal digits, written into `buf` without allocating.
+fn decimal(value: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = value.unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
 }
 
 /// A `KeyValue`'s key and encoded `AnyValue`.
@@ -869,9 +925,9 @@ fn count_spans(resource_spans: &[u8]) -> Result<u64, WireError> {
     let mut n = 0;
     for scope in wire::fields(resource_spans) {
         let scope = scope?;
-        if scope.number == RS_SCOPES {
+        if u64::from(scope.number) == RS_SCOPES {
             for span in wire::fields(scope.expect_len()?) {
-                if span?.number == SCOPE_SPANS {
+                if u64::from(span?.number) == SCOPE_SPANS {
                     n += 1;
                 }
             }

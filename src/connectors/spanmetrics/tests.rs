@@ -561,3 +561,10 @@ proptest! {
         c.flush(Instant::now(), &mut out);
     }
 }
+
+#[test]
+fn integers_key_as_their_decimal_text() {
+    for v in [0i64, 7, -7, 200, i64::MAX, i64::MIN] {
+        assert_eq!(decimal(v, &mut [0; 20]), v.to_string().as_bytes());
+    }
+}
