@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod expr;
+pub mod fastjson;
 pub mod field;
 pub mod glob;
 pub mod operators;

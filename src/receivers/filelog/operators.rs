@@ -6,6 +6,7 @@
 //! panics on any input.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value,
@@ -16,6 +17,7 @@ use serde::de::{self, DeserializeSeed, Visitor};
 
 use super::config::ContainerOperator;
 use super::expr::Expr;
+use super::fastjson::{JsonPlan, Step};
 use super::field::{self, Field, Root};
 use super::timefmt::{TimeLayout, type_name};
 use crate::config::error::ConfigError;
@@ -813,6 +815,9 @@ pub struct Operators {
     ops: Vec<Op>,
     /// Some operator reads or writes `resource.*`: records then carry their own resource.
     touches_resource: bool,
+    /// When the operators are JSON parsing of the body and steps on top-level attributes:
+    /// records are encoded straight from the line when they can be (`fastjson`).
+    plan: Option<Arc<JsonPlan>>,
 }
 
 /// Records grouped by the resource the operators left them with, in their order.
@@ -830,14 +835,21 @@ impl Operators {
         let touches_resource = ops
             .iter()
             .any(|op| op.fields().iter().any(|f| f.root == Root::Resource));
+        let plan = json_plan(&ops).map(Arc::new);
         Operators {
             ops,
             touches_resource,
+            plan,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The fast path's plan, when the operators are of the kinds it covers.
+    pub fn json_plan(&self) -> Option<&Arc<JsonPlan>> {
+        self.plan.as_ref()
     }
 
     /// Registers each operator's self-metrics, labelled with the receiver and operator ids.
@@ -919,6 +931,78 @@ impl Operators {
         }
         true
     }
+}
+
+/// The fast path's plan for `ops`: `json_parser` from the body into the attributes first,
+/// then only `trace_parser`, `severity_parser` and `time_parser` on top-level attributes, no
+/// `if`. `None` for anything else.
+fn json_plan(ops: &[Op]) -> Option<JsonPlan> {
+    let key = |f: &Field| match f.keys.as_slice() {
+        [k] if f.root == Root::Attributes => Some(k.clone()),
+        _ => None,
+    };
+    let time = |t: &TimeStep| {
+        Some(Step::Time {
+            key: key(&t.from)?,
+            layout: t.layout.clone(),
+        })
+    };
+    let severity = |s: &SeverityStep| {
+        Some(Step::Severity {
+            key: key(&s.from)?,
+            mapping: s.mapping.clone(),
+        })
+    };
+    let trace = |t: &TraceStep| {
+        Some(Step::Trace([
+            key(&t.trace_id)?,
+            key(&t.span_id)?,
+            key(&t.flags)?,
+        ]))
+    };
+    let (first, rest) = ops.split_first()?;
+    let Kind::Parse {
+        how: ParseKind::Json { parse_ints },
+        from,
+        to,
+        body: None,
+        time: t,
+        severity: s,
+        trace: tr,
+    } = &first.kind
+    else {
+        return None;
+    };
+    let plain_body = from.root == Root::Body && from.keys.is_empty();
+    let into_attributes = to.root == Root::Attributes && to.keys.is_empty();
+    if first.condition.is_some() || !plain_body || !into_attributes {
+        return None;
+    }
+    let mut steps = Vec::new();
+    if let Some(t) = t {
+        steps.push(time(t)?);
+    }
+    if let Some(s) = s {
+        steps.push(severity(s)?);
+    }
+    if let Some(t) = tr {
+        steps.push(trace(t)?);
+    }
+    for op in rest {
+        if op.condition.is_some() {
+            return None;
+        }
+        steps.push(match &op.kind {
+            Kind::Trace(t) => trace(t)?,
+            Kind::Severity(s) => severity(s)?,
+            Kind::Time(t) => time(t)?,
+            _ => return None,
+        });
+    }
+    Some(JsonPlan {
+        parse_ints: *parse_ints,
+        steps,
+    })
 }
 
 impl Op {
@@ -1075,7 +1159,7 @@ fn go_text(v: &AnyValue) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
+pub(super) fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
     let b = s.as_bytes();
     let nib = |c: u8| -> Result<u8, String> {
         match c {

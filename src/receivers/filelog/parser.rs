@@ -60,6 +60,15 @@ pub enum Parsed {
     Broken(String),
 }
 
+/// The bytes as text, invalid UTF-8 replaced as `String::from_utf8_lossy` does; valid text
+/// (nearly every line) is checked by the faster `str::from_utf8` and borrowed.
+pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// Parses one line (without its newline). With `format` set, only that format is tried.
 pub fn parse_line(line: &[u8], format: Option<ContainerFormat>) -> Parsed {
     let parsed = match format {
@@ -68,7 +77,7 @@ pub fn parse_line(line: &[u8], format: Option<ContainerFormat>) -> Parsed {
         None if line.first() == Some(&b'{') => parse_docker(line),
         None => parse_cri(line),
     };
-    parsed.unwrap_or_else(|| Parsed::Broken(String::from_utf8_lossy(line).into_owned()))
+    parsed.unwrap_or_else(|| Parsed::Broken(text(line).into_owned()))
 }
 
 fn parse_cri(line: &[u8]) -> Option<Parsed> {
@@ -83,20 +92,19 @@ fn parse_cri(line: &[u8]) -> Option<Parsed> {
         return None;
     };
     let tag_end = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
-    let tag = String::from_utf8_lossy(rest.get(..tag_end)?).into_owned();
+    let tag = text(rest.get(..tag_end)?).into_owned();
     let message = rest.get(tag_end + 1..).unwrap_or_default();
     Some(Parsed::Entry(Entry {
         stream,
         time_ns,
-        message: String::from_utf8_lossy(message).into_owned(),
+        message: text(message).into_owned(),
         logtag: Some(tag),
         extra: Vec::new(),
     }))
 }
 
 fn parse_docker(line: &[u8]) -> Option<Parsed> {
-    let text = String::from_utf8_lossy(line);
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text(line)).ok()?;
     let serde_json::Value::Object(map) = value else {
         return None;
     };

@@ -3,6 +3,7 @@
 //! resource attributes and the collector's log attribute names.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -14,6 +15,8 @@ use prost::Message;
 
 use crate::otlp::wire::{len_field_len, write_len_field, write_len_header};
 
+use super::fastjson::JsonPlan;
+use super::operators::{OpStats, Operators};
 use super::parser::{Entry, Extra, Stream};
 
 /// What the path of a kubelet-managed log file says about its container.
@@ -171,6 +174,11 @@ pub struct Records {
     count: usize,
     scratch: Vec<u8>,
     values: Option<Vec<LogRecord>>,
+    /// With a JSON plan: records are encoded by it where they can be; the others wait here,
+    /// with the position in `wire` they belong at, for the operators (`settle`).
+    plan: Option<Arc<JsonPlan>>,
+    deferred: Vec<(usize, LogRecord)>,
+    members: Vec<u8>,
 }
 
 impl Records {
@@ -179,6 +187,38 @@ impl Records {
             values: as_values.then(Vec::new),
             ..Default::default()
         }
+    }
+
+    /// Records for what `ops` will do with them: encoded as they come without operators or
+    /// with a JSON plan, values otherwise.
+    pub fn for_operators(ops: &Operators) -> Records {
+        match ops.json_plan() {
+            Some(plan) => Records {
+                plan: Some(Arc::clone(plan)),
+                ..Default::default()
+            },
+            None => Records::new(!ops.is_empty()),
+        }
+    }
+
+    /// Runs the operators on the records the plan left to them, and encodes those they keep
+    /// where they belong.
+    pub fn settle(&mut self, ops: &Operators, observed_ns: u64, stats: &mut OpStats) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let mut wire = Vec::with_capacity(self.wire.len() + 256 * self.deferred.len());
+        let mut copied = 0;
+        for (at, mut rec) in self.deferred.drain(..) {
+            wire.extend_from_slice(&self.wire[copied..at]);
+            copied = at;
+            if ops.apply(&mut rec, &mut Vec::new(), observed_ns, stats) {
+                prost::encoding::message::encode(SL_LOG_RECORDS, &rec, &mut wire);
+                self.count += 1;
+            }
+        }
+        wire.extend_from_slice(&self.wire[copied..]);
+        self.wire = wire;
     }
 
     /// The records as values, if they were kept so.
@@ -191,7 +231,13 @@ impl Records {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.count == 0 && self.deferred.is_empty()
+    }
+
+    /// Records waiting for the operators (`settle`).
+    #[cfg(test)]
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.len()
     }
 
     /// A parsed (possibly joined) entry: `entry_record`, encoded.
@@ -212,15 +258,43 @@ impl Records {
         if let Some(tag) = &entry.logtag {
             put_str_attr("logtag", tag, scratch);
         }
-        for (key, value) in entry.extra {
-            let kv = kv(&key, extra_value(value));
+        for (key, value) in &entry.extra {
+            let kv = kv(key, extra_value(value.clone()));
             prost::encoding::message::encode(LR_ATTRIBUTES, &kv, scratch);
+        }
+        if let Some(plan) = &self.plan {
+            let taken = |k: &str| {
+                k == "log.iostream"
+                    || (k == "logtag" && entry.logtag.is_some())
+                    || file_attrs.list.iter().any(|a| a.key == k)
+                    || entry.extra.iter().any(|(e, _)| e == k)
+            };
+            let encoded = plan.encode(
+                &entry,
+                &self.scratch,
+                &taken,
+                observed_ns,
+                &mut self.members,
+                &mut self.wire,
+            );
+            if encoded {
+                self.count += 1;
+            } else {
+                let rec = entry_record(entry, &file_attrs.list, observed_ns);
+                self.deferred.push((self.wire.len(), rec));
+            }
+            return;
         }
         self.push(entry.time_ns, &entry.message, observed_ns);
     }
 
     /// A line that is not a container log line: `raw_record`, encoded.
     pub fn raw(&mut self, text: &str, file_attrs: &Attrs, observed_ns: u64) {
+        if self.plan.is_some() {
+            let rec = raw_record(text.to_string(), &file_attrs.list, observed_ns);
+            self.deferred.push((self.wire.len(), rec));
+            return;
+        }
         if let Some(values) = &mut self.values {
             values.push(raw_record(text.to_string(), &file_attrs.list, observed_ns));
             self.count += 1;

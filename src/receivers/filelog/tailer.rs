@@ -472,7 +472,7 @@ impl Tailer {
         let mut chunk = std::mem::take(&mut self.chunk);
         chunk.resize(READ_CHUNK, 0);
         for &i in &order {
-            let mut records = Records::new(!self.settings.operators.is_empty());
+            let mut records = Records::for_operators(&self.settings.operators);
             let f = &mut self.files[i];
             // copytruncate followed at once by more writes than before: the size alone does not
             // show it, and reading on from our offset would emit the middle of the new content
@@ -545,7 +545,7 @@ impl Tailer {
             }
             let mut f = self.files.remove(i);
             exhausted.remove(i);
-            let mut records = Records::new(!self.settings.operators.is_empty());
+            let mut records = Records::for_operators(&self.settings.operators);
             if !f.buf.is_empty() {
                 let line = std::mem::take(&mut f.buf);
                 let line_start = f.offset - line.len() as u64;
@@ -611,6 +611,7 @@ fn add_records(
     operators: &Operators,
     observed: u64,
 ) {
+    records.settle(operators, observed, &mut stats.operators);
     let Some(mut values) = records.take_values() else {
         if !records.is_empty() {
             out.records += records.len();
@@ -724,12 +725,12 @@ fn emit_line(
     out: &mut Records,
 ) {
     let Some(c) = &s.container else {
-        out.raw(&String::from_utf8_lossy(line), &f.file_attrs, observed);
+        out.raw(&super::parser::text(line), &f.file_attrs, observed);
         return;
     };
     if let Some(first) = f.long_line {
         // A later part of an over-long line: it has no prefix of its own.
-        let text = String::from_utf8_lossy(line);
+        let text = super::parser::text(line);
         match first {
             Some((stream, time_ns)) => out.entry(
                 super::parser::Entry {
