@@ -494,3 +494,89 @@ service:\n  pipelines:\n    traces/in: {{receivers: [otlp], exporters: [forward]
     assert_eq!(got, expected);
     assert_eq!(histogram_total, 3000);
 }
+
+/// Every `calls` point in the file exporter's OTLP/JSON lines: its string attributes and count.
+fn calls_points(text: &str) -> Vec<(std::collections::BTreeMap<String, String>, i64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rm in v["resourceMetrics"].as_array().unwrap() {
+            for sm in rm["scopeMetrics"].as_array().unwrap() {
+                for m in sm["metrics"].as_array().unwrap() {
+                    if m["name"] != "traces.span.metrics.calls" {
+                        continue;
+                    }
+                    for p in m["sum"]["dataPoints"].as_array().unwrap() {
+                        let attrs = p["attributes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .filter_map(|a| {
+                                let s = a["value"]["stringValue"].as_str()?;
+                                Some((a["key"].as_str().unwrap().to_string(), s.to_string()))
+                            })
+                            .collect();
+                        out.push((attrs, p["asInt"].as_str().unwrap().parse().unwrap()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cardinality_processor_bounds_span_metrics_without_losing_counts() {
+    let grpc_port = free_port();
+    let dir = temp_dir("spanmetrics-cardinality");
+    let (traces, metrics) = (dir.join("traces.jsonl"), dir.join("metrics.jsonl"));
+    let text = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n\
+connectors:\n  spanmetrics:\n    metrics_flush_interval: 1h\n\
+processors:\n  cardinality:\n    drop_labels: [span.name]\n\
+exporters:\n  file/traces:\n    path: {}\n  file/metrics:\n    path: {}\n\
+service:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [spanmetrics, file/traces]}}\n    metrics: {{receivers: [spanmetrics], processors: [cardinality], exporters: [file/metrics]}}\n  telemetry: {{metrics: {{level: none}}}}\n",
+        traces.display(),
+        metrics.display()
+    );
+    let config = Config::load_sources(&[("sm-card.yaml".into(), text)]).unwrap();
+    let registry = Registry::default();
+    let service = Service::start(&config, registry.clone()).await.unwrap();
+    let report = loadgen::run(Options {
+        endpoint: Some(format!("127.0.0.1:{grpc_port}")),
+        count: Some(2000),
+        batch: 100,
+        rate: 0.0,
+        error_ratio: 0.2,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(report.items_accepted, 2000, "{report}");
+    wait_for("spans counted", Duration::from_secs(10), || {
+        registry.value("sluice_spanmetrics_spans_total", "") == 2000
+    })
+    .await;
+    service.shutdown().await;
+    // Ground truth without span names: (service, kind, status) -> spans.
+    let mut expected = std::collections::BTreeMap::new();
+    for ((service, _, kind, status), n) in span_counts(&std::fs::read_to_string(&traces).unwrap()) {
+        *expected.entry((service, kind, status)).or_insert(0) += n;
+    }
+    let points = calls_points(&std::fs::read_to_string(&metrics).unwrap());
+    let mut got = std::collections::BTreeMap::new();
+    for (attrs, n) in points {
+        assert!(
+            !attrs.contains_key("span.name"),
+            "span.name dropped: {attrs:?}"
+        );
+        let key = (
+            attrs["service.name"].clone(),
+            attrs["span.kind"].clone(),
+            attrs["status.code"].clone(),
+        );
+        // Cumulative: the last point of each series is its total.
+        got.insert(key, n);
+    }
+    assert!(expected.len() >= 3, "{expected:?}");
+    assert_eq!(got, expected);
+}

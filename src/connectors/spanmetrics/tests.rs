@@ -568,3 +568,21 @@ fn integers_key_as_their_decimal_text() {
         assert_eq!(decimal(v, &mut [0; 20]), v.to_string().as_bytes());
     }
 }
+
+#[test]
+fn dimensions_cache_size_caps_series_when_no_cardinality_limit_is_set() {
+    let (mut c, _) = connector("dimensions_cache_size: 3\n");
+    let spans = (0..10)
+        .map(|i| span(["a", "b", "c", "d", "e"][i % 5], SERVER, 0, 1.0))
+        .collect();
+    feed(&mut c, traces(service("svc"), spans));
+    flush(&mut c);
+    let got = calls(&flush(&mut c).unwrap());
+    assert_eq!(
+        got.len(),
+        4,
+        "three series and the overflow series: {got:?}"
+    );
+    assert!(got.contains(&(l(&[("otel.metric.overflow", "bool:true")]), 4)));
+    assert_eq!(got.iter().map(|(_, v)| v).sum::<i64>(), 10);
+}
