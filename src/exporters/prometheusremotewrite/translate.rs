@@ -42,7 +42,12 @@ struct SeriesMap {
 }
 
 pub fn translate(request: &ExportMetricsServiceRequest, settings: &Settings) -> Translated {
-    let mut out = SeriesMap::default();
+    // Sized for the series the request can make, so the map never rehashes its label sets.
+    let series = series_bound(request);
+    let mut out = SeriesMap {
+        index: FxHashMap::with_capacity_and_hasher(series, Default::default()),
+        samples: Vec::with_capacity(series),
+    };
     let mut dropped = 0u64;
     for rm in &request.resource_metrics {
         let resource_attrs: &[KeyValue] = rm
@@ -85,6 +90,34 @@ pub fn translate(request: &ExportMetricsServiceRequest, settings: &Settings) -> 
         })
         .collect();
     Translated { series, dropped }
+}
+
+/// At most how many series a request translates into: a series per number point, a bucket
+/// per bound plus `+Inf`, `_sum` and `_count` per histogram point, a quantile each plus
+/// `_sum` and `_count` per summary point, and `target_info` per resource.
+fn series_bound(request: &ExportMetricsServiceRequest) -> usize {
+    let mut n = 0;
+    for rm in &request.resource_metrics {
+        n += 1;
+        for m in rm.scope_metrics.iter().flat_map(|sm| &sm.metrics) {
+            n += match &m.data {
+                Some(metric::Data::Gauge(g)) => g.data_points.len(),
+                Some(metric::Data::Sum(s)) => s.data_points.len(),
+                Some(metric::Data::Histogram(h)) => h
+                    .data_points
+                    .iter()
+                    .map(|p| p.explicit_bounds.len() + 3)
+                    .sum(),
+                Some(metric::Data::Summary(s)) => s
+                    .data_points
+                    .iter()
+                    .map(|p| p.quantile_values.len() + 2)
+                    .sum(),
+                _ => 0,
+            };
+        }
+    }
+    n
 }
 
 /// What every series of a resource carries: `job`, `instance`, promoted resource attributes.
