@@ -28,13 +28,7 @@ pub struct Ring {
     members: Vec<String>,
     /// (position, member index), sorted by position.
     points: Vec<(u64, u32)>,
-    /// For each of the `1 << INDEX_BITS` equal slices of the circle, the first point at or
-    /// after its start: a lookup starts there instead of searching all points.
-    index: Vec<u32>,
 }
-
-/// Slices of the circle indexed: a few times more than points, so a lookup scans one or two.
-const INDEX_BITS: u32 = 12;
 
 impl Ring {
     pub fn new(endpoints: &[String]) -> Ring {
@@ -51,18 +45,7 @@ impl Ring {
         // Ties (vanishingly rare) are broken by member order so every agent builds the same ring.
         points.sort_unstable();
         points.dedup_by_key(|p| p.0);
-        let index = if points.is_empty() {
-            Vec::new()
-        } else {
-            (0..1u64 << INDEX_BITS)
-                .map(|b| points.partition_point(|p| p.0 < b << (64 - INDEX_BITS)) as u32)
-                .collect()
-        };
-        Ring {
-            members,
-            points,
-            index,
-        }
+        Ring { members, points }
     }
 
     pub fn members(&self) -> &[String] {
@@ -83,12 +66,7 @@ impl Ring {
         if self.points.is_empty() {
             return None;
         }
-        // The first point at or after `h`: from the first one of `h`'s slice of the circle.
-        let mut start = self.index[(h >> (64 - INDEX_BITS)) as usize] as usize;
-        while start < self.points.len() && self.points[start].0 < h {
-            start += 1;
-        }
-        let start = start % self.points.len();
+        let start = self.points.partition_point(|p| p.0 < h) % self.points.len();
         let first = self.points[start].1 as usize;
         if !down(first) {
             return Some(first);
@@ -179,25 +157,6 @@ mod tests {
             owners(&Ring::new(&names(5)), &keys),
             owners(&Ring::new(&reversed), &keys)
         );
-    }
-
-    #[test]
-    fn the_index_finds_what_a_search_of_all_points_finds() {
-        for n in [1, 2, 3, 7] {
-            let ring = Ring::new(&names(n));
-            let mut hashes: Vec<u64> = ring
-                .points
-                .iter()
-                .flat_map(|p| [p.0 - 1, p.0, p.0 + 1])
-                .collect();
-            hashes.extend([0, u64::MAX, 1 << 63]);
-            hashes.extend(keys(5000).iter().map(|k| hash(k)));
-            for h in hashes {
-                let want = ring.points[ring.points.partition_point(|p| p.0 < h) % ring.points.len()]
-                    .1 as usize;
-                assert_eq!(ring.owner_of_hash(h, |_| false), Some(want), "{h}");
-            }
-        }
     }
 
     #[test]
