@@ -32,7 +32,7 @@ use crate::telemetry::metrics::ExporterMetrics;
 use crate::telemetry::server::{ShutdownRx, stopped};
 use crate::telemetry::{Counter, Gauge, Registry};
 use ring::Ring;
-use split::{RoutingKey, split_traces};
+use split::{BufPool, RoutingKey, split_traces};
 
 /// Consecutive failed attempts after which a backend is marked down.
 const DOWN_AFTER: u32 = 3;
@@ -340,6 +340,7 @@ pub fn start(
         metrics: metrics.clone(),
         queue_size: queue_size.clone(),
         abort: abort.clone(),
+        pool: Arc::default(),
     };
     tasks.push(tokio::spawn(router.run(rx, members_rx)));
     let handle = ExporterHandle {
@@ -404,6 +405,8 @@ struct Router {
     metrics: LbMetrics,
     queue_size: Gauge,
     abort: ShutdownRx,
+    /// Buffers of split parts, reused once the parts are sent.
+    pool: Arc<BufPool>,
 }
 
 impl Router {
@@ -603,7 +606,7 @@ impl Router {
         }
         let down = self.index_down();
         let ring = &self.ring;
-        let parts = match split_traces(&batch, self.routing, |key| {
+        let parts = match split_traces(&batch, self.routing, &self.pool, |key| {
             ring.owner(key, |m| down[m]).unwrap_or(0)
         }) {
             Ok(parts) => parts,

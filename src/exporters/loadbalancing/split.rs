@@ -5,6 +5,16 @@
 //! traces, but grows per-scope buffers and copies them again: measured at twice the cost
 //! here, where every span of every batch passes through.) A batch whose spans all go to one
 //! backend is passed on as it is.
+//!
+//! Every span passes through here, so the walk is kept lean: consecutive spans of one trace
+//! (as SDKs and the batch processor usually leave them) are looked up on the ring once,
+//! consecutive spans of one owner in one scope are recorded (and later copied) as one run of
+//! their original bytes, tags and lengths included, and all owners' requests are written in
+//! one pass over the runs. The parts' buffers come from a small `BufPool` and go back to it
+//! when the part has been sent, so the next split writes into memory already mapped rather
+//! than into fresh pages the kernel has to fault in and clear.
+
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -16,11 +26,77 @@ const REQUEST_RESOURCES: u32 = 1;
 const CHILDREN: u32 = 2;
 const SPAN_TRACE_ID: u32 = 1;
 
+/// How far ahead of the span being walked its chunk is touched.
+const TOUCH_AHEAD: usize = 1024;
+
+/// Buffers the pool keeps at most, and their total capacity at most.
+const POOL_BUFFERS: usize = 6;
+const POOL_BYTES: usize = 12 << 20;
+
 /// What spans are routed by: the collector's `routing_key` values built so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoutingKey {
     TraceId,
     Service,
+}
+
+/// Free buffers for split parts, bounded in number and bytes.
+#[derive(Debug, Default)]
+pub struct BufPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufPool {
+    /// An empty buffer with room for `len` bytes: the smallest pooled one that fits, or a new one.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut free = self.free.lock().unwrap();
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => free.swap_remove(i),
+            None => {
+                drop(free);
+                // Room for a little more: the next parts, of similar size, then fit too.
+                Vec::with_capacity(len + len / 8)
+            }
+        }
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        let mut free = self.free.lock().unwrap();
+        let held: usize = free.iter().map(Vec::capacity).sum();
+        if free.len() < POOL_BUFFERS && held + buf.capacity() <= POOL_BYTES {
+            buf.clear();
+            free.push(buf);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.free.lock().unwrap().len()
+    }
+}
+
+/// A part's bytes, returned to the pool when the last `Bytes` of them drops.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Arc<BufPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
 }
 
 /// One `ScopeSpans` seen: the `ResourceSpans` it is in and its fields but spans.
@@ -29,25 +105,37 @@ struct Scope {
     fields: Vec<u8>,
 }
 
-/// One span: its owner, scope, and where its bytes are.
-struct Rec {
+/// Consecutive spans of one scope going to one owner: where their fields (tags and lengths
+/// included) are, and how many spans they hold.
+struct Run {
     owner: u32,
     scope: u32,
     chunk: u32,
     start: u32,
     len: u32,
+    spans: u32,
+}
+
+/// One owner's request being written.
+struct Out {
+    buf: Vec<u8>,
+    items: usize,
+    resource: usize,
+    scope: usize,
 }
 
 /// Splits `batch` into one batch per owning backend; `owner(key)` names the backend index.
-/// Every part carries the original's acknowledgements (`Batch::derive`).
+/// Every part carries the original's acknowledgements (`Batch::derive`); parts' buffers are
+/// taken from `pool` and returned to it when dropped.
 pub fn split_traces(
     batch: &Batch,
     by: RoutingKey,
+    pool: &Arc<BufPool>,
     mut owner: impl FnMut(&[u8]) -> usize,
 ) -> Result<Vec<(usize, Batch)>, WireError> {
     let mut resources: Vec<Vec<u8>> = Vec::new();
     let mut scopes: Vec<Scope> = Vec::new();
-    let mut recs: Vec<Rec> = Vec::with_capacity(batch.items);
+    let mut runs: Vec<Run> = Vec::with_capacity(batch.items / 4 + 1);
     for (ci, chunk) in batch.chunks.iter().enumerate() {
         walk(
             chunk,
@@ -56,67 +144,90 @@ pub fn split_traces(
             &mut owner,
             &mut resources,
             &mut scopes,
-            &mut recs,
+            &mut runs,
         )?;
     }
-    let Some(first) = recs.first().map(|r| r.owner) else {
+    let Some(first) = runs.first().map(|r| r.owner) else {
         return Ok(Vec::new());
     };
-    if recs.iter().all(|r| r.owner == first) {
+    if runs.iter().all(|r| r.owner == first) {
         return Ok(vec![(first as usize, batch.clone())]);
     }
-    let mut owners: Vec<u32> = recs.iter().map(|r| r.owner).collect();
-    owners.sort_unstable();
-    owners.dedup();
-    let mut scope_len = vec![0usize; scopes.len()];
-    let mut resource_len = vec![0usize; resources.len()];
-    let mut out = Vec::with_capacity(owners.len());
-    for o in owners {
-        // Sizes first, so the request is written once into a buffer of its exact size.
-        scope_len.fill(0);
-        resource_len.fill(0);
-        let mut items = 0;
-        for r in recs.iter().filter(|r| r.owner == o) {
-            scope_len[r.scope as usize] += len_field_len(CHILDREN, r.len as usize);
-            items += 1;
+    // Sizes first, for every owner at once, so each request is written once into a buffer
+    // of its exact size.
+    let owners = runs.iter().map(|r| r.owner as usize).max().unwrap_or(0) + 1;
+    let (ns, nr) = (scopes.len(), resources.len());
+    let mut scope_len = vec![0usize; owners * ns];
+    let mut resource_len = vec![0usize; owners * nr];
+    let mut items = vec![0usize; owners];
+    for r in &runs {
+        scope_len[r.owner as usize * ns + r.scope as usize] += r.len as usize;
+        items[r.owner as usize] += r.spans as usize;
+    }
+    let mut total = vec![0usize; owners];
+    for o in 0..owners {
+        if items[o] == 0 {
+            continue;
         }
         for (i, s) in scopes.iter().enumerate() {
-            if scope_len[i] > 0 {
-                scope_len[i] += s.fields.len();
-                resource_len[s.resource] += len_field_len(CHILDREN, scope_len[i]);
+            let l = &mut scope_len[o * ns + i];
+            if *l > 0 {
+                *l += s.fields.len();
+                resource_len[o * nr + s.resource] += len_field_len(CHILDREN, *l);
             }
         }
-        let mut total = 0;
         for (i, r) in resources.iter().enumerate() {
-            if resource_len[i] > 0 {
-                resource_len[i] += r.len();
-                total += len_field_len(REQUEST_RESOURCES, resource_len[i]);
+            let l = &mut resource_len[o * nr + i];
+            if *l > 0 {
+                *l += r.len();
+                total[o] += len_field_len(REQUEST_RESOURCES, *l);
             }
         }
-        let mut buf = Vec::with_capacity(total);
-        let (mut cur_resource, mut cur_scope) = (usize::MAX, usize::MAX);
-        for r in recs.iter().filter(|r| r.owner == o) {
-            let si = r.scope as usize;
-            if si != cur_scope {
-                let ri = scopes[si].resource;
-                if ri != cur_resource {
-                    header(REQUEST_RESOURCES, resource_len[ri], &mut buf);
-                    buf.extend_from_slice(&resources[ri]);
-                    cur_resource = ri;
-                }
-                header(CHILDREN, scope_len[si], &mut buf);
-                buf.extend_from_slice(&scopes[si].fields);
-                cur_scope = si;
-            }
-            let span =
-                &batch.chunks[r.chunk as usize][r.start as usize..(r.start + r.len) as usize];
-            header(CHILDREN, span.len(), &mut buf);
-            buf.extend_from_slice(span);
-        }
-        debug_assert_eq!(buf.len(), total);
-        out.push((o as usize, batch.derive(Bytes::from(buf), items)));
     }
-    Ok(out)
+    let mut outs: Vec<Out> = (0..owners)
+        .map(|o| Out {
+            buf: if items[o] > 0 {
+                pool.take(total[o])
+            } else {
+                Vec::new()
+            },
+            items: items[o],
+            resource: usize::MAX,
+            scope: usize::MAX,
+        })
+        .collect();
+    for r in &runs {
+        let o = r.owner as usize;
+        let out = &mut outs[o];
+        let si = r.scope as usize;
+        if si != out.scope {
+            let ri = scopes[si].resource;
+            if ri != out.resource {
+                header(REQUEST_RESOURCES, resource_len[o * nr + ri], &mut out.buf);
+                out.buf.extend_from_slice(&resources[ri]);
+                out.resource = ri;
+            }
+            header(CHILDREN, scope_len[o * ns + si], &mut out.buf);
+            out.buf.extend_from_slice(&scopes[si].fields);
+            out.scope = si;
+        }
+        let start = r.start as usize;
+        out.buf
+            .extend_from_slice(&batch.chunks[r.chunk as usize][start..start + r.len as usize]);
+    }
+    let mut parts = Vec::with_capacity(owners);
+    for (o, out) in outs.into_iter().enumerate() {
+        if out.items == 0 {
+            continue;
+        }
+        debug_assert_eq!(out.buf.len(), total[o]);
+        let bytes = Bytes::from_owner(Pooled {
+            buf: out.buf,
+            pool: pool.clone(),
+        });
+        parts.push((o, batch.derive(bytes, out.items)));
+    }
+    Ok(parts)
 }
 
 fn header(field: u32, len: usize, out: &mut Vec<u8>) {
@@ -124,7 +235,7 @@ fn header(field: u32, len: usize, out: &mut Vec<u8>) {
     encode_varint(len as u64, out);
 }
 
-/// Walks one encoded request, recording every span with its owner.
+/// Walks one encoded request, recording every span's owner in runs.
 fn walk(
     chunk: &[u8],
     ci: u32,
@@ -132,9 +243,11 @@ fn walk(
     owner: &mut impl FnMut(&[u8]) -> usize,
     resources: &mut Vec<Vec<u8>>,
     scopes: &mut Vec<Scope>,
-    recs: &mut Vec<Rec>,
+    runs: &mut Vec<Run>,
 ) -> Result<(), WireError> {
-    let base = chunk.as_ptr() as usize;
+    // The last trace id looked up and its owner: a trace's spans usually come together.
+    let mut last: Option<(&[u8], usize)> = None;
+    let mut touched = 0;
     for rs in wire::fields(chunk) {
         let rs = rs?;
         if rs.number != REQUEST_RESOURCES {
@@ -170,24 +283,53 @@ fn walk(
                 resource: ri,
                 fields: Vec::new(),
             });
+            // Runs of this scope start at `first_run`: only those may be extended.
+            let first_run = runs.len();
             for span in ss.nested()? {
                 let span = span?;
                 if span.number != CHILDREN {
                     scopes[si].fields.extend_from_slice(&chunk[span.range()]);
                     continue;
                 }
-                let si = si as u32;
+                // Reading the next spans' tags is what the walk waits on (the batch is
+                // rarely still in cache): touching every cache line a little ahead of the
+                // span walked starts those loads early, in order, so they overlap instead of
+                // each stalling the walk in turn, and the copy finds the spans in cache.
+                while touched < (span.end + TOUCH_AHEAD).min(chunk.len()) {
+                    std::hint::black_box(chunk[touched]);
+                    touched += 64;
+                }
                 let raw = span.expect_len()?;
                 let o = match service_owner {
                     Some(o) => o,
-                    None => owner(trace_id(raw)?),
-                };
-                recs.push(Rec {
-                    owner: o as u32,
-                    scope: si,
+                    None => {
+                        let id = trace_id(raw)?;
+                        match last {
+                            Some((k, o)) if same_key(k, id) => o,
+                            _ => {
+                                let o = owner(id);
+                                last = Some((id, o));
+                                o
+                            }
+                        }
+                    }
+                } as u32;
+                let (start, end) = (span.start as u32, span.end as u32);
+                if runs.len() > first_run {
+                    let run = runs.last_mut().expect("a run of this scope");
+                    if run.owner == o && run.start + run.len == start {
+                        run.len = end - run.start;
+                        run.spans += 1;
+                        continue;
+                    }
+                }
+                runs.push(Run {
+                    owner: o,
+                    scope: si as u32,
                     chunk: ci,
-                    start: (raw.as_ptr() as usize - base) as u32,
-                    len: raw.len() as u32,
+                    start,
+                    len: end - start,
+                    spans: 1,
                 });
             }
         }
@@ -195,9 +337,23 @@ fn walk(
     Ok(())
 }
 
+/// `a == b`, without a call to `memcmp` for the usual 16-byte trace ids.
+#[inline]
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    match (<&[u8; 16]>::try_from(a), <&[u8; 16]>::try_from(b)) {
+        (Ok(a), Ok(b)) => u128::from_ne_bytes(*a) == u128::from_ne_bytes(*b),
+        _ => a == b,
+    }
+}
+
 /// The span's trace id (empty if absent: such spans all go to one backend). Encoders write
 /// it first; the first occurrence is taken.
+#[inline]
 fn trace_id(raw: &[u8]) -> Result<&[u8], WireError> {
+    // The usual shape, tag 1 with 16 bytes first, without the general walk.
+    if raw.len() >= 18 && raw[0] == ((SPAN_TRACE_ID as u8) << 3 | WIRE_LEN) && raw[1] == 16 {
+        return Ok(&raw[2..18]);
+    }
     for f in wire::fields(raw) {
         let f = f?;
         if f.number == SPAN_TRACE_ID {
@@ -271,6 +427,10 @@ mod tests {
         }
     }
 
+    fn pool() -> Arc<BufPool> {
+        Arc::default()
+    }
+
     fn batch(req: &ExportTraceServiceRequest) -> Batch {
         Batch::from_encoded(crate::otlp::Signal::Traces, req.encode_to_vec().into()).unwrap()
     }
@@ -317,7 +477,8 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut b = batch(&request());
         b.acks.push(Ack::new(move |ok| tx.send(ok).unwrap()));
-        let parts = split_traces(&b, RoutingKey::TraceId, |k| (k[0] % 3) as usize).unwrap();
+        let parts =
+            split_traces(&b, RoutingKey::TraceId, &pool(), |k| (k[0] % 3) as usize).unwrap();
         assert!(parts.len() > 1);
         assert_eq!(parts.iter().map(|p| p.1.items).sum::<usize>(), 8);
         let traces = by_trace(&parts);
@@ -341,7 +502,7 @@ mod tests {
     #[test]
     fn one_owner_passes_the_batch_through() {
         let b = batch(&request());
-        let parts = split_traces(&b, RoutingKey::TraceId, |_| 4).unwrap();
+        let parts = split_traces(&b, RoutingKey::TraceId, &pool(), |_| 4).unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].0, 4);
         assert_eq!(parts[0].1.chunks[0], b.chunks[0]);
@@ -350,7 +511,8 @@ mod tests {
     #[test]
     fn splits_by_service() {
         let b = batch(&request());
-        let parts = split_traces(&b, RoutingKey::Service, |k| usize::from(k == b"b")).unwrap();
+        let parts =
+            split_traces(&b, RoutingKey::Service, &pool(), |k| usize::from(k == b"b")).unwrap();
         let traces = by_trace(&parts);
         for spans in traces.values() {
             for s in spans {
@@ -364,9 +526,51 @@ mod tests {
     fn multi_chunk_batches_and_malformed_input() {
         let mut b = batch(&request());
         b.append(batch(&request()));
-        let parts = split_traces(&b, RoutingKey::TraceId, |k| (k[0] % 2) as usize).unwrap();
+        let parts =
+            split_traces(&b, RoutingKey::TraceId, &pool(), |k| (k[0] % 2) as usize).unwrap();
         assert_eq!(parts.iter().map(|p| p.1.items).sum::<usize>(), 16);
         let bad = Batch::new(crate::otlp::Signal::Traces, vec![0x0a, 0x05, 1].into(), 1);
-        assert!(split_traces(&bad, RoutingKey::TraceId, |_| 0).is_err());
+        assert!(split_traces(&bad, RoutingKey::TraceId, &pool(), |_| 0).is_err());
+    }
+
+    #[test]
+    fn part_buffers_return_to_the_pool_and_are_reused() {
+        let pool = pool();
+        let b = batch(&request());
+        let owner = |k: &[u8]| (k[0] % 3) as usize;
+        let first = split_traces(&b, RoutingKey::TraceId, &pool, owner).unwrap();
+        let expected = by_trace(&first);
+        let n = first.len();
+        assert_eq!(pool.len(), 0);
+        drop(first);
+        assert_eq!(pool.len(), n);
+        // Written again into the returned buffers: the same parts.
+        let again = split_traces(&b, RoutingKey::TraceId, &pool, owner).unwrap();
+        assert_eq!(pool.len(), 0);
+        assert_eq!(by_trace(&again), expected);
+        drop(again);
+        // Bounded: buffers past the limit are freed.
+        for _ in 0..POOL_BUFFERS + 2 {
+            pool.give(Vec::with_capacity(16));
+        }
+        assert_eq!(pool.len(), POOL_BUFFERS);
+        pool.give(Vec::with_capacity(POOL_BYTES));
+        assert_eq!(pool.len(), POOL_BUFFERS);
+    }
+
+    #[test]
+    fn runs_do_not_cross_scope_fields_or_scopes() {
+        // Spans of one trace in two scopes, with the scope's fields between spans.
+        let mut req = request();
+        req.resource_spans[0].scope_spans[1].spans[0].trace_id = vec![1; 16];
+        req.resource_spans[0].scope_spans[1].spans[1].trace_id = vec![1; 16];
+        let b = batch(&req);
+        let parts =
+            split_traces(&b, RoutingKey::TraceId, &pool(), |k| usize::from(k[0] == 1)).unwrap();
+        let traces = by_trace(&parts);
+        assert_eq!(traces[&1].len(), 4);
+        assert!(traces[&1].iter().all(|s| s.0 == 1));
+        assert!(traces[&1].contains(&(1, "a".into(), "s2".into(), "s2-2".into(), "url-s2".into())));
+        assert_eq!(parts.iter().map(|p| p.1.items).sum::<usize>(), 8);
     }
 }
