@@ -409,104 +409,79 @@ fn span_counts(text: &str) -> std::collections::BTreeMap<(String, String, String
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn span_metrics_through_connectors_count_every_span_the_trace_pipeline_saw() {
+/// Runs a config whose `file/traces` and `file/metrics` exporters write to a temporary
+/// directory (`sections`: its connectors and processors; `pipelines`: its
+/// `service.pipelines`) under `spans` loadgen spans with `error_ratio`, waits until span
+/// metrics counted them all, shuts down, and returns what the two files hold.
+async fn run_span_metrics(
+    name: &str,
+    sections: &str,
+    pipelines: &str,
+    spans: u64,
+    error_ratio: f64,
+) -> (String, String) {
     let grpc_port = free_port();
-    let dir = temp_dir("connectors");
+    let dir = temp_dir(name);
     let (traces, metrics) = (dir.join("traces.jsonl"), dir.join("metrics.jsonl"));
     let text = format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n\
-connectors:\n  forward:\n  spanmetrics:\n    metrics_flush_interval: 1h\n\
-exporters:\n  file/traces:\n    path: {}\n  file/metrics:\n    path: {}\n\
-service:\n  pipelines:\n    traces/in: {{receivers: [otlp], exporters: [forward]}}\n    traces/out: {{receivers: [forward], exporters: [file/traces]}}\n    traces/red: {{receivers: [forward], exporters: [spanmetrics]}}\n    metrics: {{receivers: [spanmetrics], exporters: [file/metrics]}}\n  telemetry: {{metrics: {{level: none}}}}\n",
+{sections}exporters:\n  file/traces:\n    path: {}\n  file/metrics:\n    path: {}\n\
+service:\n  pipelines:\n{pipelines}  telemetry: {{metrics: {{level: none}}}}\n",
         traces.display(),
         metrics.display()
     );
-    let config = Config::load_sources(&[("connectors.yaml".into(), text)]).unwrap();
+    let config = Config::load_sources(&[(format!("{name}.yaml"), text)]).unwrap();
     let registry = Registry::default();
     let service = Service::start(&config, registry.clone()).await.unwrap();
     let report = loadgen::run(Options {
         endpoint: Some(format!("127.0.0.1:{grpc_port}")),
-        count: Some(3000),
+        count: Some(spans),
         batch: 100,
         rate: 0.0,
-        error_ratio: 0.1,
+        error_ratio,
         ..Options::default()
     })
     .await;
-    assert_eq!(report.items_accepted, 3000, "{report}");
-    wait_for("spans through forward", Duration::from_secs(10), || {
-        registry.value("sluice_spanmetrics_spans_total", "") == 3000
-    })
+    assert_eq!(report.items_accepted, spans, "{report}");
+    wait_for(
+        "span metrics to count every span",
+        Duration::from_secs(10),
+        || registry.value("sluice_spanmetrics_spans_total", "") == spans,
+    )
     .await;
-    // The interval is an hour: the metrics come from the flush at shutdown.
+    // The flush interval is an hour: the metrics come from the flush at shutdown.
     service.shutdown().await;
-    let expected = span_counts(&std::fs::read_to_string(&traces).unwrap());
-    assert_eq!(expected.values().sum::<i64>(), 3000);
-    assert!(
-        expected.keys().any(|k| k.3 == "STATUS_CODE_ERROR"),
-        "the load has errors"
-    );
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    let mut got = std::collections::BTreeMap::new();
-    let mut histogram_total = 0;
+    (
+        std::fs::read_to_string(&traces).unwrap(),
+        std::fs::read_to_string(&metrics).unwrap(),
+    )
+}
+
+/// Every point of the span-metrics metric `name` in the file exporter's OTLP/JSON lines:
+/// its string attributes and the point itself.
+fn points(
+    text: &str,
+    name: &str,
+) -> Vec<(
+    std::collections::BTreeMap<String, String>,
+    serde_json::Value,
+)> {
+    let mut out = Vec::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         for rm in v["resourceMetrics"].as_array().unwrap() {
             for sm in rm["scopeMetrics"].as_array().unwrap() {
                 assert_eq!(sm["scope"]["name"], "spanmetricsconnector");
                 for m in sm["metrics"].as_array().unwrap() {
-                    let attr = |p: &serde_json::Value, k: &str| {
-                        p["attributes"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .find(|a| a["key"] == k)
-                            .map(|a| a["value"]["stringValue"].as_str().unwrap().to_string())
-                            .unwrap()
-                    };
-                    match m["name"].as_str().unwrap() {
-                        "traces.span.metrics.calls" => {
-                            for p in m["sum"]["dataPoints"].as_array().unwrap() {
-                                let key = (
-                                    attr(p, "service.name"),
-                                    attr(p, "span.name"),
-                                    attr(p, "span.kind"),
-                                    attr(p, "status.code"),
-                                );
-                                let n: i64 = p["asInt"].as_str().unwrap().parse().unwrap();
-                                assert!(got.insert(key, n).is_none(), "one point per series");
-                            }
-                        }
-                        "traces.span.metrics.duration" => {
-                            assert_eq!(m["unit"], "ms");
-                            for p in m["histogram"]["dataPoints"].as_array().unwrap() {
-                                histogram_total +=
-                                    p["count"].as_str().unwrap().parse::<i64>().unwrap();
-                            }
-                        }
-                        other => panic!("unexpected metric {other}"),
-                    }
-                }
-            }
-        }
-    }
-    assert_eq!(got, expected);
-    assert_eq!(histogram_total, 3000);
-}
-
-/// Every `calls` point in the file exporter's OTLP/JSON lines: its string attributes and count.
-fn calls_points(text: &str) -> Vec<(std::collections::BTreeMap<String, String>, i64)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        for rm in v["resourceMetrics"].as_array().unwrap() {
-            for sm in rm["scopeMetrics"].as_array().unwrap() {
-                for m in sm["metrics"].as_array().unwrap() {
-                    if m["name"] != "traces.span.metrics.calls" {
+                    if m["name"] != name {
                         continue;
                     }
-                    for p in m["sum"]["dataPoints"].as_array().unwrap() {
+                    let data = if m["sum"].is_object() {
+                        &m["sum"]
+                    } else {
+                        &m["histogram"]
+                    };
+                    for p in data["dataPoints"].as_array().unwrap() {
                         let attrs = p["attributes"]
                             .as_array()
                             .unwrap()
@@ -516,7 +491,7 @@ fn calls_points(text: &str) -> Vec<(std::collections::BTreeMap<String, String>, 
                                 Some((a["key"].as_str().unwrap().to_string(), s.to_string()))
                             })
                             .collect();
-                        out.push((attrs, p["asInt"].as_str().unwrap().parse().unwrap()));
+                        out.push((attrs, p.clone()));
                     }
                 }
             }
@@ -525,57 +500,77 @@ fn calls_points(text: &str) -> Vec<(std::collections::BTreeMap<String, String>, 
     out
 }
 
+fn count(p: &serde_json::Value, key: &str) -> i64 {
+    p[key].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn span_metrics_through_connectors_count_every_span_the_trace_pipeline_saw() {
+    let (traces, metrics) = run_span_metrics(
+        "connectors",
+        "connectors:\n  forward:\n  spanmetrics:\n    metrics_flush_interval: 1h\n",
+        "    traces/in: {receivers: [otlp], exporters: [forward]}\n    traces/out: {receivers: [forward], exporters: [file/traces]}\n    traces/red: {receivers: [forward], exporters: [spanmetrics]}\n    metrics: {receivers: [spanmetrics], exporters: [file/metrics]}\n",
+        3000,
+        0.1,
+    )
+    .await;
+    let expected = span_counts(&traces);
+    assert_eq!(expected.values().sum::<i64>(), 3000);
+    assert!(
+        expected.keys().any(|k| k.3 == "STATUS_CODE_ERROR"),
+        "the load has errors"
+    );
+    let mut got = std::collections::BTreeMap::new();
+    for (a, p) in points(&metrics, "traces.span.metrics.calls") {
+        let key = (
+            a["service.name"].clone(),
+            a["span.name"].clone(),
+            a["span.kind"].clone(),
+            a["status.code"].clone(),
+        );
+        assert!(
+            got.insert(key, count(&p, "asInt")).is_none(),
+            "one point per series"
+        );
+    }
+    assert_eq!(got, expected);
+    let durations = points(&metrics, "traces.span.metrics.duration");
+    assert_eq!(durations.len(), got.len());
+    assert_eq!(
+        durations
+            .iter()
+            .map(|(_, p)| count(p, "count"))
+            .sum::<i64>(),
+        3000
+    );
+    assert!(metrics.contains("\"unit\":\"ms\""));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cardinality_processor_bounds_span_metrics_without_losing_counts() {
-    let grpc_port = free_port();
-    let dir = temp_dir("spanmetrics-cardinality");
-    let (traces, metrics) = (dir.join("traces.jsonl"), dir.join("metrics.jsonl"));
-    let text = format!(
-        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n\
-connectors:\n  spanmetrics:\n    metrics_flush_interval: 1h\n\
-processors:\n  cardinality:\n    drop_labels: [span.name]\n\
-exporters:\n  file/traces:\n    path: {}\n  file/metrics:\n    path: {}\n\
-service:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [spanmetrics, file/traces]}}\n    metrics: {{receivers: [spanmetrics], processors: [cardinality], exporters: [file/metrics]}}\n  telemetry: {{metrics: {{level: none}}}}\n",
-        traces.display(),
-        metrics.display()
-    );
-    let config = Config::load_sources(&[("sm-card.yaml".into(), text)]).unwrap();
-    let registry = Registry::default();
-    let service = Service::start(&config, registry.clone()).await.unwrap();
-    let report = loadgen::run(Options {
-        endpoint: Some(format!("127.0.0.1:{grpc_port}")),
-        count: Some(2000),
-        batch: 100,
-        rate: 0.0,
-        error_ratio: 0.2,
-        ..Options::default()
-    })
+    let (traces, metrics) = run_span_metrics(
+        "spanmetrics-cardinality",
+        "connectors:\n  spanmetrics:\n    metrics_flush_interval: 1h\nprocessors:\n  cardinality:\n    drop_labels: [span.name]\n",
+        "    traces: {receivers: [otlp], exporters: [spanmetrics, file/traces]}\n    metrics: {receivers: [spanmetrics], processors: [cardinality], exporters: [file/metrics]}\n",
+        2000,
+        0.2,
+    )
     .await;
-    assert_eq!(report.items_accepted, 2000, "{report}");
-    wait_for("spans counted", Duration::from_secs(10), || {
-        registry.value("sluice_spanmetrics_spans_total", "") == 2000
-    })
-    .await;
-    service.shutdown().await;
     // Ground truth without span names: (service, kind, status) -> spans.
     let mut expected = std::collections::BTreeMap::new();
-    for ((service, _, kind, status), n) in span_counts(&std::fs::read_to_string(&traces).unwrap()) {
+    for ((service, _, kind, status), n) in span_counts(&traces) {
         *expected.entry((service, kind, status)).or_insert(0) += n;
     }
-    let points = calls_points(&std::fs::read_to_string(&metrics).unwrap());
     let mut got = std::collections::BTreeMap::new();
-    for (attrs, n) in points {
-        assert!(
-            !attrs.contains_key("span.name"),
-            "span.name dropped: {attrs:?}"
-        );
+    for (a, p) in points(&metrics, "traces.span.metrics.calls") {
+        assert!(!a.contains_key("span.name"), "span.name dropped: {a:?}");
         let key = (
-            attrs["service.name"].clone(),
-            attrs["span.kind"].clone(),
-            attrs["status.code"].clone(),
+            a["service.name"].clone(),
+            a["span.kind"].clone(),
+            a["status.code"].clone(),
         );
         // Cumulative: the last point of each series is its total.
-        got.insert(key, n);
+        got.insert(key, count(&p, "asInt"));
     }
     assert!(expected.len() >= 3, "{expected:?}");
     assert_eq!(got, expected);
