@@ -39,14 +39,12 @@ const OVERFLOW_KEY: &str = "otel.metric.overflow";
 const INSTANCE_KEY: &str = "collector.instance.id";
 
 // ExportTraceServiceRequest.resource_spans, ResourceSpans.{resource, scope_spans},
-// ScopeSpans.spans, Resource.attributes, KeyValue.{key, value}.
+// ScopeSpans.spans, Resource.attributes.
 const REQUEST_RESOURCES: u32 = 1;
 const RS_RESOURCE: u32 = 1;
 const RS_SCOPES: u64 = 2;
 const SCOPE_SPANS: u64 = 2;
 const RESOURCE_ATTRIBUTES: u32 = 1;
-const KV_KEY: u32 = 1;
-const KV_VALUE: u32 = 2;
 // Span fields.
 const SPAN_TRACE_ID: u64 = 1;
 const SPAN_SPAN_ID: u64 = 2;
@@ -328,7 +326,7 @@ impl SpanMetrics {
             if f.number != RESOURCE_ATTRIBUTES {
                 continue;
             }
-            let (k, v) = key_value(f.expect_len()?)?;
+            let (k, v) = lean::key_value(f.expect_len()?)?;
             service |= k == b"service.name";
             let keyed = self.settings.key_attributes.is_empty()
                 || self
@@ -893,26 +891,12 @@ fn decimal(value: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[at..]
 }
 
-/// A `KeyValue`'s key and encoded `AnyValue`.
-fn key_value(kv: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
-    let (mut k, mut v): (&[u8], &[u8]) = (&[], &[]);
-    for g in wire::fields(kv) {
-        let g = g?;
-        match g.number {
-            KV_KEY => k = g.expect_len()?,
-            KV_VALUE => v = g.expect_len()?,
-            _ => {}
-        }
-    }
-    Ok((k, v))
-}
-
 /// The first attribute `name` of a message whose field `field` holds `KeyValue`s.
 fn attribute<'a>(msg: &'a [u8], field: u32, name: &str) -> Result<Option<&'a [u8]>, WireError> {
     for f in wire::fields(msg) {
         let f = f?;
         if f.number == field {
-            let (k, v) = key_value(f.expect_len()?)?;
+            let (k, v) = lean::key_value(f.expect_len()?)?;
             if k == name.as_bytes() {
                 return Ok(Some(v));
             }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
 use serde::de::{self, DeserializeSeed, Visitor};
 
-use super::operators::hex_decode;
+use super::operators::{hex_decode, to_id};
 use super::parser::Entry;
 use super::timefmt::TimeLayout;
 use crate::otlp::wire::{
@@ -201,8 +201,8 @@ impl JsonPlan {
                     };
                     let (t, s, f) = (read(trace)?, read(span)?, read(flags)?);
                     o.flags = f.and_then(|b| b.first().copied()).map_or(0, u32::from);
-                    o.trace_id = id(t, 16);
-                    o.span_id = id(s, 8);
+                    o.trace_id = to_id(Ok(t), 16);
+                    o.span_id = to_id(Ok(s), 8);
                 }
             }
         }
@@ -277,17 +277,6 @@ enum Encoded<'a> {
     Double(f64),
     /// JSON `null`: an empty `AnyValue`.
     Null,
-}
-
-/// As the general path's converter: padded or cut to `n` bytes; absent or all-zero: empty.
-fn id(bytes: Option<Vec<u8>>, n: usize) -> Vec<u8> {
-    match bytes {
-        Some(mut b) if !b.iter().take(n).all(|&x| x == 0) => {
-            b.resize(n, 0);
-            b
-        }
-        _ => Vec::new(),
-    }
 }
 
 /// The members of a JSON object whose values are all scalars, borrowed where unescaped, as

@@ -1221,7 +1221,7 @@ impl TraceStep {
 
 /// As the collector's converter: the bytes padded or cut to the id's size; an unset (or
 /// undecodable) field, or an all-zero id, leaves the id empty.
-fn to_id(r: Result<Option<Vec<u8>>, String>, n: usize) -> Vec<u8> {
+pub(super) fn to_id(r: Result<Option<Vec<u8>>, String>, n: usize) -> Vec<u8> {
     match r {
         Ok(Some(mut b)) if !b.iter().take(n).all(|&x| x == 0) => {
             b.resize(n, 0);
