@@ -241,7 +241,7 @@ impl Records {
     }
 
     /// A parsed (possibly joined) entry: `entry_record`, encoded.
-    pub fn entry(&mut self, entry: Entry, file_attrs: &Attrs, observed_ns: u64) {
+    pub fn entry(&mut self, mut entry: Entry, file_attrs: &Attrs, observed_ns: u64) {
         if let Some(values) = &mut self.values {
             values.push(entry_record(entry, &file_attrs.list, observed_ns));
             self.count += 1;
@@ -258,8 +258,14 @@ impl Records {
         if let Some(tag) = &entry.logtag {
             put_str_attr("logtag", tag, scratch);
         }
-        for (key, value) in &entry.extra {
-            let kv = kv(key, extra_value(value.clone()));
+        // The plan may hand the entry, extras included, to the general path.
+        let extra = if self.plan.is_some() {
+            entry.extra.clone()
+        } else {
+            std::mem::take(&mut entry.extra)
+        };
+        for (key, value) in extra {
+            let kv = kv(&key, extra_value(value));
             prost::encoding::message::encode(LR_ATTRIBUTES, &kv, scratch);
         }
         if let Some(plan) = &self.plan {
