@@ -534,6 +534,38 @@ mod tests {
     }
 
     #[test]
+    fn a_second_owner_first_seen_in_a_later_chunk() {
+        // The first chunks all go to owner 0; a later chunk has spans for owner 1, and many
+        // chunks after it go to owner 1 only.
+        let one = |t: u8| ExportTraceServiceRequest {
+            resource_spans: vec![resource("a", vec![("s1", vec![span(t, 1), span(t, 2)])])],
+        };
+        let mut b = batch(&one(2));
+        b.append(batch(&one(4)));
+        b.append(batch(&request()));
+        for _ in 0..300 {
+            b.append(batch(&one(1)));
+        }
+        let owner = |k: &[u8]| usize::from(k[0] % 2 == 1);
+        let parts = split_traces(&b, RoutingKey::TraceId, &pool(), owner).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts.iter().map(|p| p.1.items).sum::<usize>(), 4 + 8 + 600);
+        let traces = by_trace(&parts);
+        for (trace, spans) in &traces {
+            assert!(spans.iter().all(|s| s.0 == usize::from(trace % 2 == 1)));
+        }
+        assert_eq!(traces[&1].len(), 2 + 600);
+        assert_eq!(traces[&2].len(), 2 + 3);
+        assert_eq!(traces[&4].len(), 2 + 1);
+        // Chunks of one owner throughout: passed as they are.
+        let mut b = batch(&one(2));
+        b.append(batch(&one(4)));
+        let parts = split_traces(&b, RoutingKey::TraceId, &pool(), owner).unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].1.chunks, b.chunks);
+    }
+
+    #[test]
     fn part_buffers_return_to_the_pool_and_are_reused() {
         let pool = pool();
         let b = batch(&request());
