@@ -549,4 +549,55 @@ mod tests {
             assert!(operators(yaml).json_plan().is_none(), "{yaml}");
         }
     }
+
+    fn json_scalar() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-zA-Z0-9 _./:-]{0,12}".prop_map(|t| format!("{t:?}")),
+            "[\\u{0}-\\u{7f}é€😀]{0,6}".prop_map(|t| serde_json::to_string(&t).unwrap()),
+            any::<i64>().prop_map(|i| i.to_string()),
+            any::<u64>().prop_map(|u| u.to_string()),
+            (-1e6f64..1e6).prop_map(|f| format!("{f}")),
+            Just("-0".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            Just("null".to_string()),
+            Just("INFO".to_string()).prop_map(|t| format!("{t:?}")),
+            Just("\"0af7651916cd43dd8448eb211c80319c\"".to_string()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Random flat objects over a few keys (some the steps read, some repeated): whatever
+        /// path each line takes, the bytes are the operators'.
+        #[test]
+        fn random_flat_objects_encode_as_the_operators_do(
+            level in proptest::sample::select(vec!["\"info\"", "\"ERROR\"", "\"x\"", "3"]),
+            members in proptest::collection::btree_map(
+                proptest::sample::select(vec!["msg", "n", "k", "x", "y", "z", "ü", ""]),
+                json_scalar(),
+                0..8,
+            ),
+            trace in proptest::prelude::any::<bool>(),
+            parse_ints in proptest::prelude::any::<bool>(),
+        ) {
+            let yaml = OPS.replace(
+                "  - type: json_parser\n",
+                &format!("  - type: json_parser\n    parse_ints: {parse_ints}\n"),
+            );
+            let ops = operators(&yaml);
+            // A valid time and a level, so that most lines can take the fast path.
+            let mut body = vec![
+                r#""time":"2024-05-01T12:00:00.000001Z""#.to_string(),
+                format!(r#""level":{level}"#),
+            ];
+            if trace {
+                body.push(r#""trace_id":"0af7651916cd43dd8448eb211c80319c","span_id":"b7ad6b7169203331","trace_flags":"01""#.to_string());
+            }
+            body.extend(members.iter().map(|(k, v)| format!("{k:?}:{v}")));
+            let (fast, _) = both(&ops, &[format!("{{{}}}", body.join(","))]);
+            // A string level and unique keys: the line takes the fast path.
+            proptest::prop_assert_eq!(fast, usize::from(level != "3"));
+        }
+    }
 }
