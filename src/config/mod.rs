@@ -153,11 +153,10 @@ impl Config {
             "connectors",
             "service",
         ];
-        for (key, value) in entries {
+        for (key, _) in entries {
             if !TOP.contains(&key.name.as_str()) {
                 return Err(unknown_key(&key.loc, &key.name, &key.name, &TOP));
             }
-            let _ = value;
         }
         let receivers = section(root, "receivers", components::parse_receiver)?;
         let processors = section(root, "processors", components::parse_processor)?;

@@ -133,3 +133,18 @@ impl Batch {
         self.acks.extend(other.acks);
     }
 }
+
+/// A `KeyValue` with a string value.
+pub fn string_kv(
+    key: &str,
+    value: impl Into<String>,
+) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}

@@ -31,10 +31,11 @@ use expo::ExpHistogram;
 
 use crate::hash::FxHashMap;
 use crate::otlp::wire::{self, WireError};
-use crate::otlp::{Batch, Signal};
+use crate::otlp::{Batch, Signal, string_kv};
 use crate::telemetry::{Counter, Gauge, Registry};
 
 const SCOPE_NAME: &str = "spanmetricsconnector";
+const SKIPPED_HELP: &str = "Spans not counted, by reason: no_service_name (their resource has none) or malformed (one per malformed request; its spans before the malformed part were counted).";
 const OVERFLOW_KEY: &str = "otel.metric.overflow";
 const INSTANCE_KEY: &str = "collector.instance.id";
 
@@ -235,12 +236,12 @@ impl SpanMetrics {
                 ),
                 skipped_no_service: registry.counter(
                     "sluice_spanmetrics_spans_skipped_total",
-                    "Spans not counted: their resource has no service.name.",
+                    SKIPPED_HELP,
                     &[("connector", id), ("reason", "no_service_name")],
                 ),
                 malformed: registry.counter(
                     "sluice_spanmetrics_spans_skipped_total",
-                    "Spans not counted: their resource has no service.name.",
+                    SKIPPED_HELP,
                     &[("connector", id), ("reason", "malformed")],
                 ),
                 overflow: registry.counter(
@@ -825,16 +826,6 @@ impl Series {
             },
             exemplars: Vec::new(),
         }
-    }
-}
-
-fn string_kv(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
     }
 }
 

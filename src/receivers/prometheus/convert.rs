@@ -21,6 +21,7 @@ use super::config::Job;
 use super::parser::{Exposition, Family, MetricType};
 use super::relabel::{self, Labels};
 use crate::hash::{FxHashMap, SeriesHasher};
+use crate::otlp::string_kv;
 
 /// A label set borrowing from the scraped body and the target where it can.
 type CowLabels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
@@ -573,16 +574,6 @@ fn attributes<K: AsRef<str>, V: AsRef<str>>(
         })
         .map(|(k, v)| string_kv(k.as_ref(), v.as_ref()))
         .collect()
-}
-
-fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
-    }
 }
 
 fn series_key(res: ResRef<'_>, name: &str, kind: Kind, attributes: &[KeyValue]) -> u64 {
