@@ -28,6 +28,7 @@ use crate::otlp::{Batch, Signal};
 use crate::processors::cardinality::aggregate::{
     Aggregator, EngineMetrics, EngineSettings, GaugeAggregation, LabelRules,
 };
+use crate::processors::cardinality::input::RawAttr;
 use crate::processors::cardinality::push_encoded;
 use crate::telemetry::Registry;
 use config::{Action, ValueSource};
@@ -88,8 +89,19 @@ impl AttributesProcessor {
                 }
                 out.push(batch.derive(r.encode_to_vec().into(), batch.items));
             }),
-            Signal::Metrics => ExportMetricsServiceRequest::decode(batch.to_bytes())
-                .map(|r| self.process_metrics(r, now, out)),
+            Signal::Metrics => match &mut self.engine {
+                Some(engine) => {
+                    if let Some(passed) = engine.ingest(&batch.to_bytes(), &mut self.actions, now) {
+                        push_encoded(Signal::Metrics, passed.encode_to_vec(), out);
+                    }
+                    if let Some(aggregated) = engine.emit() {
+                        push_encoded(Signal::Metrics, aggregated.encode_to_vec(), out);
+                    }
+                    Ok(())
+                }
+                None => ExportMetricsServiceRequest::decode(batch.to_bytes())
+                    .map(|r| self.process_metrics(r, out)),
+            },
         };
         if let Err(e) = result {
             tracing::warn!(
@@ -103,21 +115,7 @@ impl AttributesProcessor {
         }
     }
 
-    fn process_metrics(
-        &mut self,
-        mut request: ExportMetricsServiceRequest,
-        now: Instant,
-        out: &mut Vec<Batch>,
-    ) {
-        if let Some(engine) = &mut self.engine {
-            if let Some(passed) = engine.ingest(request, &mut self.actions, now) {
-                push_encoded(Signal::Metrics, passed.encode_to_vec(), out);
-            }
-            if let Some(aggregated) = engine.emit() {
-                push_encoded(Signal::Metrics, aggregated.encode_to_vec(), out);
-            }
-            return;
-        }
+    fn process_metrics(&mut self, mut request: ExportMetricsServiceRequest, out: &mut Vec<Batch>) {
         for rm in &mut request.resource_metrics {
             for sm in &mut rm.scope_metrics {
                 for m in &mut sm.metrics {
@@ -225,7 +223,11 @@ impl Actions {
 impl LabelRules for Actions {
     fn resource(&mut self, _attributes: &mut Vec<KeyValue>) {}
 
-    fn observe(&mut self, _metric: &str, _attributes: &[KeyValue], _now: Instant) {}
+    fn observes(&self) -> bool {
+        false
+    }
+
+    fn observe(&mut self, _metric: &str, _attributes: &[RawAttr<'_>], _now: Instant) {}
 
     fn rewrite(&mut self, _metric: &str, attributes: &mut Vec<KeyValue>, _now: Instant) -> u64 {
         let before: Vec<String> = attributes.iter().map(|kv| kv.key.clone()).collect();

@@ -15,7 +15,7 @@
 //!   `window`: a label limit that trips later applies to new series only, so no series moves
 //!   (which would count its history twice).
 
-use std::collections::HashMap;
+use crate::hash::FxHashMap as HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use prost::Message;
+
+use super::input::{self, Malformed, MetricHeader, NumberPoint, RawAttr};
 use crate::telemetry::{Counter, Gauge as GaugeMetric, Registry};
 
 /// The attribute the SDKs put on the series that holds everything over the series limit.
@@ -51,8 +54,12 @@ pub enum GaugeAggregation {
 pub trait LabelRules {
     /// Rewrites a resource's attributes; called for every resource of every batch.
     fn resource(&mut self, attributes: &mut Vec<KeyValue>);
+    /// Whether [`LabelRules::observe`] wants to see every point.
+    fn observes(&self) -> bool {
+        true
+    }
     /// Sees the attributes of every data point (to count distinct values).
-    fn observe(&mut self, metric: &str, attributes: &[KeyValue], now: Instant);
+    fn observe(&mut self, metric: &str, attributes: &[RawAttr<'_>], now: Instant);
     /// Rewrites the attributes of a series seen for the first time; returns how many of
     /// them were removed.
     fn rewrite(&mut self, metric: &str, attributes: &mut Vec<KeyValue>, now: Instant) -> u64;
@@ -77,14 +84,16 @@ pub enum DropReason {
     ExponentialHistogram,
     HistogramBounds,
     UnspecifiedTemporality,
+    Malformed,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] = [
+    const ALL: [DropReason; 5] = [
         DropReason::Summary,
         DropReason::ExponentialHistogram,
         DropReason::HistogramBounds,
         DropReason::UnspecifiedTemporality,
+        DropReason::Malformed,
     ];
 
     fn as_str(self) -> &'static str {
@@ -93,6 +102,7 @@ impl DropReason {
             DropReason::ExponentialHistogram => "exponential_histogram",
             DropReason::HistogramBounds => "histogram_bounds",
             DropReason::UnspecifiedTemporality => "unspecified_temporality",
+            DropReason::Malformed => "malformed",
         }
     }
 }
@@ -164,14 +174,6 @@ pub enum Num {
 }
 
 impl Num {
-    fn of(value: &Option<number_data_point::Value>) -> Option<Num> {
-        match value {
-            Some(number_data_point::Value::AsInt(i)) => Some(Num::Int(*i)),
-            Some(number_data_point::Value::AsDouble(d)) => Some(Num::Double(*d)),
-            None => None,
-        }
-    }
-
     fn as_f64(self) -> f64 {
         match self {
             Num::Int(i) => i as f64,
@@ -324,16 +326,25 @@ struct Stream {
     normal_series: usize,
 }
 
+/// The resource and scope a metric arrived under, and their identities.
+struct Origin<'a> {
+    source_resource: u128,
+    out_resource: u128,
+    scope_key: u128,
+    group: u128,
+    resource: &'a Resource,
+    resource_schema_url: &'a str,
+    resource_changed: bool,
+    scope: &'a InstrumentationScope,
+    scope_schema_url: &'a str,
+}
+
 /// Where a metric's points come from and go to.
 struct MetricContext<'a> {
     source_prefix: u128,
     stream_key: u128,
-    group: u128,
-    resource: &'a Resource,
-    resource_schema_url: &'a str,
-    scope: &'a InstrumentationScope,
-    scope_schema_url: &'a str,
-    metric: &'a Metric,
+    origin: &'a Origin<'a>,
+    metric: &'a MetricHeader<'a>,
     kind: Kind,
 }
 
@@ -355,10 +366,10 @@ impl Aggregator {
         Aggregator {
             settings,
             metrics,
-            streams: HashMap::new(),
-            stream_index: HashMap::new(),
-            outputs: HashMap::new(),
-            sources: HashMap::new(),
+            streams: HashMap::default(),
+            stream_index: HashMap::default(),
+            outputs: HashMap::default(),
+            sources: HashMap::default(),
             pending: Vec::new(),
             next_id: 1,
             next_flush: None,
@@ -370,105 +381,192 @@ impl Aggregator {
         &self.metrics
     }
 
-    /// Takes every point of sums, gauges and histograms into the aggregation state; returns
-    /// what passes through at once (summaries and exponential histograms whose labels stay).
+    /// Takes every point of sums, gauges and histograms of an encoded request into the
+    /// aggregation state; returns what passes through at once (summaries and exponential
+    /// histograms whose labels stay). A part that cannot be read is dropped and counted.
     pub fn ingest(
         &mut self,
-        mut request: ExportMetricsServiceRequest,
+        request: &[u8],
         rules: &mut impl LabelRules,
         now: Instant,
     ) -> Option<ExportMetricsServiceRequest> {
         self.maybe_sweep(rules, now);
-        for rm in &mut request.resource_metrics {
-            let original = rm.resource.clone().unwrap_or_default();
-            let mut resource = original.clone();
-            rules.resource(&mut resource.attributes);
-            let resource_changed = resource.attributes != original.attributes;
-            if resource_changed {
-                rm.resource = Some(resource.clone());
+        let mut passed = ExportMetricsServiceRequest::default();
+        for rm in input::repeated(request, 1) {
+            let result = rm
+                .map_err(Malformed::from)
+                .and_then(|rm| self.ingest_resource(rm, rules, now, &mut passed));
+            if let Err(e) = result {
+                self.malformed(&e);
             }
-            let mut source_resource = Key::new();
-            hash_attributes(&mut source_resource, &original.attributes);
-            rm.schema_url.hash(&mut source_resource);
-            let mut out_resource = Key::new();
-            hash_attributes(&mut out_resource, &resource.attributes);
-            rm.schema_url.hash(&mut out_resource);
-            for sm in &mut rm.scope_metrics {
-                let scope = sm.scope.clone().unwrap_or_default();
-                let mut scope_key = Key::new();
-                scope.name.hash(&mut scope_key);
-                scope.version.hash(&mut scope_key);
-                hash_attributes(&mut scope_key, &scope.attributes);
-                sm.schema_url.hash(&mut scope_key);
-                let scope_key = scope_key.finish128();
-                let group = {
-                    let mut k = Key::new();
-                    out_resource.finish128().hash(&mut k);
-                    scope_key.hash(&mut k);
-                    k.finish128()
-                };
-                for m in &mut sm.metrics {
-                    let Some(kind) = kind_of(m) else {
-                        self.pass_or_drop(m, resource_changed, rules, now);
-                        continue;
-                    };
-                    let mut desc = Key::new();
-                    m.name.hash(&mut desc);
-                    m.unit.hash(&mut desc);
-                    kind.hash(&mut desc);
-                    let desc = desc.finish128();
-                    let prefix = |resource: &Key| {
-                        let mut k = Key::new();
-                        resource.finish128().hash(&mut k);
-                        scope_key.hash(&mut k);
-                        desc.hash(&mut k);
-                        k.finish128()
-                    };
-                    let data = m.data.take();
-                    let ctx = MetricContext {
-                        source_prefix: prefix(&source_resource),
-                        stream_key: prefix(&out_resource),
-                        group,
-                        resource: &resource,
-                        resource_schema_url: &rm.schema_url,
-                        scope: &scope,
-                        scope_schema_url: &sm.schema_url,
-                        metric: m,
-                        kind,
-                    };
-                    match data {
-                        Some(metric::Data::Gauge(g)) => {
-                            for p in g.data_points {
-                                self.ingest_number(&ctx, p, rules, now);
-                            }
-                        }
-                        Some(metric::Data::Sum(s)) => {
-                            for p in s.data_points {
-                                self.ingest_number(&ctx, p, rules, now);
-                            }
-                        }
-                        Some(metric::Data::Histogram(h)) => {
-                            for p in h.data_points {
-                                self.ingest_histogram(&ctx, p, rules, now);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                sm.metrics
-                    .retain(|m| m.data.as_ref().is_some_and(has_points));
-            }
-            rm.scope_metrics.retain(|sm| !sm.metrics.is_empty());
         }
-        request
-            .resource_metrics
-            .retain(|rm| !rm.scope_metrics.is_empty());
         self.metrics.source_series.set(self.sources.len() as i64);
         self.metrics.active_series.set(self.outputs.len() as i64);
         if !self.pending.is_empty() && self.next_flush.is_none() {
             self.next_flush = Some(now + self.settings.flush_interval);
         }
-        (!request.resource_metrics.is_empty()).then_some(request)
+        (!passed.resource_metrics.is_empty()).then_some(passed)
+    }
+
+    fn malformed(&mut self, e: &Malformed) {
+        self.metrics.dropped(DropReason::Malformed).add(1);
+        tracing::warn!(error = %e, "Cannot read part of a metrics batch; dropping it.");
+    }
+
+    fn ingest_resource(
+        &mut self,
+        rm: &[u8],
+        rules: &mut impl LabelRules,
+        now: Instant,
+        passed: &mut ExportMetricsServiceRequest,
+    ) -> Result<(), Malformed> {
+        let original = Resource::decode(input::last_len(rm, 1)?)?;
+        let resource_schema_url = input::str_of(input::last_len(rm, 3)?)?;
+        let mut resource = original.clone();
+        rules.resource(&mut resource.attributes);
+        let resource_changed = resource.attributes != original.attributes;
+        let mut source_resource = Key::new();
+        hash_attributes(&mut source_resource, &original.attributes);
+        resource_schema_url.hash(&mut source_resource);
+        let mut out_resource = Key::new();
+        hash_attributes(&mut out_resource, &resource.attributes);
+        resource_schema_url.hash(&mut out_resource);
+        let (source_resource, out_resource) =
+            (source_resource.finish128(), out_resource.finish128());
+        let mut passed_slot = None;
+        for sm in input::repeated(rm, 2) {
+            let sm = sm?;
+            let scope = InstrumentationScope::decode(input::last_len(sm, 1)?)?;
+            let scope_schema_url = input::str_of(input::last_len(sm, 3)?)?;
+            let mut scope_key = Key::new();
+            scope.name.hash(&mut scope_key);
+            scope.version.hash(&mut scope_key);
+            hash_attributes(&mut scope_key, &scope.attributes);
+            scope_schema_url.hash(&mut scope_key);
+            let scope_key = scope_key.finish128();
+            let group = {
+                let mut k = Key::new();
+                out_resource.hash(&mut k);
+                scope_key.hash(&mut k);
+                k.finish128()
+            };
+            let origin = Origin {
+                source_resource,
+                out_resource,
+                scope_key,
+                group,
+                resource: &resource,
+                resource_schema_url,
+                resource_changed,
+                scope: &scope,
+                scope_schema_url,
+            };
+            let mut metrics = Vec::new();
+            for m in input::repeated(sm, 2) {
+                let result = m
+                    .map_err(Malformed::from)
+                    .and_then(|m| self.ingest_metric(&origin, m, rules, now, &mut metrics));
+                if let Err(e) = result {
+                    self.malformed(&e);
+                }
+            }
+            if metrics.is_empty() {
+                continue;
+            }
+            let slot = *passed_slot.get_or_insert_with(|| {
+                passed.resource_metrics.push(ResourceMetrics {
+                    resource: Some(resource.clone()),
+                    scope_metrics: Vec::new(),
+                    schema_url: resource_schema_url.to_string(),
+                });
+                passed.resource_metrics.len() - 1
+            });
+            passed.resource_metrics[slot]
+                .scope_metrics
+                .push(ScopeMetrics {
+                    scope: Some(scope.clone()),
+                    metrics,
+                    schema_url: scope_schema_url.to_string(),
+                });
+        }
+        Ok(())
+    }
+
+    fn ingest_metric(
+        &mut self,
+        origin: &Origin<'_>,
+        m: &[u8],
+        rules: &mut impl LabelRules,
+        now: Instant,
+        passed: &mut Vec<Metric>,
+    ) -> Result<(), Malformed> {
+        let header = input::read_metric_header(m)?;
+        let cumulative = |t: i32| match t {
+            t if t == AggregationTemporality::Cumulative as i32 => Some(true),
+            t if t == AggregationTemporality::Delta as i32 => Some(false),
+            _ => None,
+        };
+        let kind = match header.data {
+            Some((5, _)) => Some(Kind::Gauge),
+            Some((7, data)) => {
+                let (temporality, monotonic) = input::read_shape(data)?;
+                cumulative(temporality).map(|cumulative| Kind::Sum {
+                    cumulative,
+                    monotonic,
+                })
+            }
+            Some((9, data)) => {
+                let (temporality, _) = input::read_shape(data)?;
+                cumulative(temporality).map(|cumulative| Kind::Histogram { cumulative })
+            }
+            _ => None,
+        };
+        let (Some(kind), Some((_, data))) = (kind, header.data) else {
+            let mut metric = Metric::decode(m)?;
+            self.pass_or_drop(&mut metric, origin.resource_changed, rules, now);
+            if metric.data.as_ref().is_some_and(has_points) {
+                passed.push(metric);
+            }
+            return Ok(());
+        };
+        let mut desc = Key::new();
+        header.name.hash(&mut desc);
+        header.unit.hash(&mut desc);
+        kind.hash(&mut desc);
+        let desc = desc.finish128();
+        let prefix = |resource: u128| {
+            let mut k = Key::new();
+            resource.hash(&mut k);
+            origin.scope_key.hash(&mut k);
+            desc.hash(&mut k);
+            k.finish128()
+        };
+        let ctx = MetricContext {
+            source_prefix: prefix(origin.source_resource),
+            stream_key: prefix(origin.out_resource),
+            origin,
+            metric: &header,
+            kind,
+        };
+        let mut attrs = Vec::new();
+        for p in input::points(data) {
+            attrs.clear();
+            let p = p?;
+            let result = match kind {
+                Kind::Histogram { .. } => HistogramDataPoint::decode(p)
+                    .map_err(Malformed::from)
+                    .and_then(|point| {
+                        input::read_attrs(p, 9, &mut attrs)?;
+                        self.ingest_histogram(&ctx, point, &attrs, rules, now)
+                    }),
+                _ => input::read_number_point(p, &mut attrs)
+                    .and_then(|point| self.ingest_number(&ctx, point, &attrs, rules, now)),
+            };
+            if let Err(e) = result {
+                self.malformed(&e);
+            }
+        }
+        Ok(())
     }
 
     /// Summaries, exponential histograms and sums of unspecified temporality are not merged:
@@ -483,7 +581,18 @@ impl Aggregator {
     ) {
         let name = m.name.clone();
         let mut keep = |attributes: &mut Vec<KeyValue>, reason: DropReason| {
-            rules.observe(&name, attributes, now);
+            if rules.observes() {
+                let encoded: Vec<Vec<u8>> = attributes.iter().map(Message::encode_to_vec).collect();
+                let raw: Vec<RawAttr> = attributes
+                    .iter()
+                    .zip(&encoded)
+                    .map(|(kv, encoded)| RawAttr {
+                        key: &kv.key,
+                        encoded,
+                    })
+                    .collect();
+                rules.observe(&name, &raw, now);
+            }
             let mut rewritten = attributes.clone();
             let removed = rules.rewrite(&name, &mut rewritten, now);
             if resource_changed || removed > 0 {
@@ -513,39 +622,42 @@ impl Aggregator {
     fn ingest_number(
         &mut self,
         ctx: &MetricContext,
-        p: NumberDataPoint,
+        p: NumberPoint,
+        attrs: &[RawAttr<'_>],
         rules: &mut impl LabelRules,
         now: Instant,
-    ) {
+    ) -> Result<(), Malformed> {
         if p.flags & NO_RECORDED_VALUE != 0 {
-            return;
+            return Ok(());
         }
-        let Some(value) = Num::of(&p.value) else {
-            return;
+        let Some(value) = p.value else {
+            return Ok(());
         };
-        rules.observe(&ctx.metric.name, &p.attributes, now);
-        let Some(source_key) = self.source_for(ctx, &p.attributes, None, rules, now) else {
-            return;
+        if rules.observes() {
+            rules.observe(ctx.metric.name, attrs, now);
+        }
+        let Some(source_key) = self.source_for(ctx, attrs, None, rules, now)? else {
+            return Ok(());
         };
         let Some(source) = self.sources.get_mut(&source_key) else {
-            return;
+            return Ok(());
         };
         source.last_seen = now;
         self.metrics.labels_dropped.add(source.labels_dropped);
         let Some(output) = self.outputs.get_mut(&source.output) else {
-            return;
+            return Ok(());
         };
         let contributed = match &mut output.value {
             Value::Gauge(latest) => {
-                let entry = latest.entry(source.id).or_insert((p.time_unix_nano, value));
-                if p.time_unix_nano >= entry.0 {
-                    *entry = (p.time_unix_nano, value);
+                let entry = latest.entry(source.id).or_insert((p.time, value));
+                if p.time >= entry.0 {
+                    *entry = (p.time, value);
                 }
                 true
             }
             Value::DeltaSum(total) => {
                 *total = Some(total.map_or(value, |t| t.add(value)));
-                output.start = output.start.min(p.start_time_unix_nano);
+                output.start = output.start.min(p.start);
                 true
             }
             Value::CumulativeSum(total) => {
@@ -566,8 +678,8 @@ impl Aggregator {
                     output.start,
                 ) {
                     Some(delta) => {
-                        if !emitted && (total.is_none() || p.start_time_unix_nano < output.start) {
-                            output.start = p.start_time_unix_nano;
+                        if !emitted && (total.is_none() || p.start < output.start) {
+                            output.start = p.start;
                         }
                         *total = Some(total.map_or(delta, |t| t.add(delta)));
                         true
@@ -578,37 +690,40 @@ impl Aggregator {
             Value::CumulativeHistogram(_) | Value::DeltaHistogram(_) => false,
         };
         if contributed {
-            mark_pending(output, &mut self.pending, p.time_unix_nano, now);
+            mark_pending(output, &mut self.pending, p.time, now);
         }
+        Ok(())
     }
 
     fn ingest_histogram(
         &mut self,
         ctx: &MetricContext,
         p: HistogramDataPoint,
+        attrs: &[RawAttr<'_>],
         rules: &mut impl LabelRules,
         now: Instant,
-    ) {
+    ) -> Result<(), Malformed> {
         if p.flags & NO_RECORDED_VALUE != 0 {
-            return;
+            return Ok(());
         }
         if p.bucket_counts.len() != p.explicit_bounds.len() + 1 && !p.bucket_counts.is_empty() {
             self.metrics.dropped(DropReason::HistogramBounds).add(1);
-            return;
+            return Ok(());
         }
-        rules.observe(&ctx.metric.name, &p.attributes, now);
-        let Some(source_key) =
-            self.source_for(ctx, &p.attributes, Some(&p.explicit_bounds), rules, now)
+        if rules.observes() {
+            rules.observe(ctx.metric.name, attrs, now);
+        }
+        let Some(source_key) = self.source_for(ctx, attrs, Some(&p.explicit_bounds), rules, now)?
         else {
-            return;
+            return Ok(());
         };
         let Some(source) = self.sources.get_mut(&source_key) else {
-            return;
+            return Ok(());
         };
         source.last_seen = now;
         self.metrics.labels_dropped.add(source.labels_dropped);
         let Some(output) = self.outputs.get_mut(&source.output) else {
-            return;
+            return Ok(());
         };
         let bounds_match = |total: &HistogramTotal| {
             total.bounds == p.explicit_bounds
@@ -618,7 +733,7 @@ impl Aggregator {
             Value::DeltaHistogram(total) => {
                 if !bounds_match(total) {
                     self.metrics.dropped(DropReason::HistogramBounds).add(1);
-                    return;
+                    return Ok(());
                 }
                 total.add(p.count, p.sum, &p.bucket_counts);
                 total.min = min_opt(total.min, p.min);
@@ -629,7 +744,7 @@ impl Aggregator {
             Value::CumulativeHistogram(total) => {
                 if !bounds_match(total) {
                     self.metrics.dropped(DropReason::HistogramBounds).add(1);
-                    return;
+                    return Ok(());
                 }
                 let emitted = output.last_emitted != 0;
                 let fresh = total.count == 0 && !output.pending && !emitted;
@@ -649,29 +764,38 @@ impl Aggregator {
         if contributed {
             mark_pending(output, &mut self.pending, p.time_unix_nano, now);
         }
+        Ok(())
     }
 
     /// Finds or creates the source series of a point and, for a new one, its output series.
+    /// A known series is found by a hash of its encoded attributes, which are decoded only
+    /// for a new one.
     fn source_for(
         &mut self,
         ctx: &MetricContext,
-        attributes: &[KeyValue],
+        attrs: &[RawAttr<'_>],
         bounds: Option<&[f64]>,
         rules: &mut impl LabelRules,
         now: Instant,
-    ) -> Option<u128> {
+    ) -> Result<Option<u128>, Malformed> {
         let mut k = Key::new();
         ctx.source_prefix.hash(&mut k);
-        hash_attributes(&mut k, attributes);
+        hash_raw_attributes(&mut k, attrs);
         let key = k.finish128();
         if self.sources.contains_key(&key) {
-            return Some(key);
+            return Ok(Some(key));
         }
-        let mut rewritten = attributes.to_vec();
-        let labels_dropped = rules.rewrite(&ctx.metric.name, &mut rewritten, now);
+        let attributes = attrs
+            .iter()
+            .map(RawAttr::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rewritten = attributes.clone();
+        let labels_dropped = rules.rewrite(ctx.metric.name, &mut rewritten, now);
         rewritten.sort_by(|a, b| a.key.cmp(&b.key));
         let stream = self.stream_for(ctx);
-        let output = self.output_for(stream, rewritten, attributes, bounds, now)?;
+        let Some(output) = self.output_for(stream, rewritten, &attributes, bounds, now) else {
+            return Ok(None);
+        };
         if let Some(o) = self.outputs.get_mut(&output) {
             o.sources += 1;
         }
@@ -686,7 +810,7 @@ impl Aggregator {
                 previous: Previous::None,
             },
         );
-        Some(key)
+        Ok(Some(key))
     }
 
     fn stream_for(&mut self, ctx: &MetricContext) -> u64 {
@@ -699,17 +823,17 @@ impl Aggregator {
             id,
             Stream {
                 key: ctx.stream_key,
-                group: ctx.group,
-                resource: ctx.resource.clone(),
-                resource_schema_url: ctx.resource_schema_url.to_string(),
-                scope: ctx.scope.clone(),
-                scope_schema_url: ctx.scope_schema_url.to_string(),
-                name: ctx.metric.name.clone(),
-                description: ctx.metric.description.clone(),
-                unit: ctx.metric.unit.clone(),
+                group: ctx.origin.group,
+                resource: ctx.origin.resource.clone(),
+                resource_schema_url: ctx.origin.resource_schema_url.to_string(),
+                scope: ctx.origin.scope.clone(),
+                scope_schema_url: ctx.origin.scope_schema_url.to_string(),
+                name: ctx.metric.name.to_string(),
+                description: ctx.metric.description.to_string(),
+                unit: ctx.metric.unit.to_string(),
                 metadata: ctx.metric.metadata.clone(),
                 kind: ctx.kind,
-                series: HashMap::new(),
+                series: HashMap::default(),
                 normal_series: 0,
             },
         );
@@ -785,7 +909,7 @@ impl Aggregator {
             _ => 0,
         };
         let value = match stream.kind {
-            Kind::Gauge => Value::Gauge(HashMap::new()),
+            Kind::Gauge => Value::Gauge(HashMap::default()),
             Kind::Sum {
                 cumulative: true, ..
             } => Value::CumulativeSum(None),
@@ -856,7 +980,7 @@ impl Aggregator {
         pending.sort_unstable();
         // Points per stream, in the order streams first got pending data.
         let mut by_stream: Vec<(u64, Vec<Point>)> = Vec::new();
-        let mut stream_slot: HashMap<u64, usize> = HashMap::new();
+        let mut stream_slot: HashMap<u64, usize> = HashMap::default();
         let aggregation = self.settings.gauge_aggregation;
         for id in pending {
             let Some(output) = self.outputs.get_mut(&id) else {
@@ -872,7 +996,7 @@ impl Aggregator {
             by_stream[slot].1.push(point);
         }
         let mut request = ExportMetricsServiceRequest::default();
-        let mut groups: HashMap<u128, usize> = HashMap::new();
+        let mut groups: HashMap<u128, usize> = HashMap::default();
         for (stream_id, points) in by_stream {
             let Some(stream) = self.streams.get(&stream_id) else {
                 continue;
@@ -1131,13 +1255,13 @@ fn build_metric(stream: &Stream, points: Vec<Point>) -> Metric {
 /// (a repeat, or older than what was seen).
 fn cumulative_number(
     previous: &mut Previous,
-    p: &NumberDataPoint,
+    p: &NumberPoint,
     value: Num,
     monotonic: bool,
     output_emitted: bool,
     output_start: u64,
 ) -> Option<Num> {
-    let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+    let (start, time) = (p.start, p.time);
     let delta = match previous {
         Previous::Number {
             start: s,
@@ -1228,25 +1352,6 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-fn kind_of(m: &Metric) -> Option<Kind> {
-    let cumulative = |t: i32| match t {
-        t if t == AggregationTemporality::Cumulative as i32 => Some(true),
-        t if t == AggregationTemporality::Delta as i32 => Some(false),
-        _ => None,
-    };
-    match m.data.as_ref()? {
-        metric::Data::Gauge(_) => Some(Kind::Gauge),
-        metric::Data::Sum(s) => Some(Kind::Sum {
-            cumulative: cumulative(s.aggregation_temporality)?,
-            monotonic: s.is_monotonic,
-        }),
-        metric::Data::Histogram(h) => Some(Kind::Histogram {
-            cumulative: cumulative(h.aggregation_temporality)?,
-        }),
-        metric::Data::ExponentialHistogram(_) | metric::Data::Summary(_) => None,
-    }
-}
-
 fn has_points(data: &metric::Data) -> bool {
     match data {
         metric::Data::Gauge(g) => !g.data_points.is_empty(),
@@ -1288,6 +1393,18 @@ fn attributes_key(attributes: &[KeyValue]) -> u128 {
     let mut k = Key::new();
     hash_attributes(&mut k, attributes);
     k.finish128()
+}
+
+/// Hashes encoded attributes in key order, so the order they arrive in does not matter.
+fn hash_raw_attributes(h: &mut impl Hasher, attrs: &[RawAttr<'_>]) {
+    attrs.len().hash(h);
+    if attrs.is_sorted_by(|a, b| a.key <= b.key) {
+        attrs.iter().for_each(|a| a.encoded.hash(h));
+    } else {
+        let mut sorted: Vec<&RawAttr> = attrs.iter().collect();
+        sorted.sort_by(|a, b| a.key.cmp(b.key));
+        sorted.iter().for_each(|a| a.encoded.hash(h));
+    }
 }
 
 /// Hashes attributes in key order, so the order they arrive in does not matter.

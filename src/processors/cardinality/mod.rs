@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod input;
 
 #[cfg(test)]
 mod tests;
@@ -18,7 +19,6 @@ use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
@@ -29,6 +29,7 @@ pub use config::CardinalityConfig;
 use crate::otlp::{Batch, Signal};
 use crate::telemetry::{Counter, Registry};
 use aggregate::{Aggregator, EngineMetrics, EngineSettings, LabelRules};
+use input::RawAttr;
 
 const METRIC_PREFIX: &str = "sluice_processor_cardinality";
 
@@ -69,7 +70,11 @@ impl CardinalityProcessor {
 
     pub fn process(&mut self, batch: Batch, now: Instant, out: &mut Vec<Batch>) {
         let result = match batch.signal {
-            Signal::Metrics => self.process_metrics(&batch, now, out),
+            // Metrics are read in place; a part that cannot be read is dropped and counted.
+            Signal::Metrics => {
+                self.process_metrics(&batch, now, out);
+                return;
+            }
             Signal::Traces => self.process_traces(&batch, out),
             Signal::Logs => self.process_logs(&batch, out),
         };
@@ -86,20 +91,13 @@ impl CardinalityProcessor {
         }
     }
 
-    fn process_metrics(
-        &mut self,
-        batch: &Batch,
-        now: Instant,
-        out: &mut Vec<Batch>,
-    ) -> Result<(), prost::DecodeError> {
-        let request = ExportMetricsServiceRequest::decode(batch.to_bytes())?;
-        if let Some(passed) = self.engine.ingest(request, &mut self.rules, now) {
+    fn process_metrics(&mut self, batch: &Batch, now: Instant, out: &mut Vec<Batch>) {
+        if let Some(passed) = self.engine.ingest(&batch.to_bytes(), &mut self.rules, now) {
             push_encoded(Signal::Metrics, passed.encode_to_vec(), out);
         }
         if self.flush_each_batch {
             self.flush(out);
         }
-        Ok(())
     }
 
     fn process_traces(
@@ -269,24 +267,28 @@ impl LabelRules for CardinalityRules {
         self.strip(attributes);
     }
 
-    fn observe(&mut self, metric: &str, attributes: &[KeyValue], now: Instant) {
+    fn observes(&self) -> bool {
+        self.max_values > 0
+    }
+
+    fn observe(&mut self, metric: &str, attributes: &[RawAttr<'_>], now: Instant) {
         if self.max_values == 0 {
             return;
         }
         for kv in attributes {
-            if self.exempt.contains(&kv.key) || self.configured_drop(&kv.key) {
+            if self.exempt.contains(kv.key) || self.configured_drop(kv.key) {
                 continue;
             }
             let mut h = std::hash::DefaultHasher::new();
-            aggregate::hash_value(&mut h, kv.value.as_ref());
+            h.write(kv.value_bytes());
             let value = h.finish();
             let labels = match self.values.get_mut(metric) {
                 Some(l) => l,
                 None => self.values.entry(metric.to_string()).or_default(),
             };
-            let tracker = match labels.get_mut(&kv.key) {
+            let tracker = match labels.get_mut(kv.key) {
                 Some(t) => t,
-                None => labels.entry(kv.key.clone()).or_default(),
+                None => labels.entry(kv.key.to_string()).or_default(),
             };
             tracker.seen.insert(value, now);
             if tracker.seen.len() > self.max_values {

@@ -1004,3 +1004,56 @@ proptest! {
         prop_assert_eq!(all, expected.values().sum::<i64>() as f64);
     }
 }
+
+#[test]
+fn a_point_that_cannot_be_read_is_dropped_and_counted_and_the_rest_aggregate() {
+    let (mut p, registry) = processor(config(&["user_id"]));
+    let points = vec![
+        number(&[("user_id", "a"), ("route", "/")], S, 10 * S, 2),
+        number(&[("user_id", "b"), ("route", "/")], S, 10 * S, 3),
+        number(&[("user_id", "c"), ("route", "PLACEHOLDER")], S, 10 * S, 5),
+    ];
+    let batch = metrics_batch(&[], vec![sum("c", true, points)]);
+    // The third point's value becomes invalid UTF-8, which only decoding notices.
+    let mut bytes = batch.to_bytes().to_vec();
+    let at = bytes.windows(11).position(|w| w == b"PLACEHOLDER").unwrap();
+    bytes[at] = 0xff;
+    let batch = Batch::from_encoded(Signal::Metrics, bytes.into()).unwrap();
+    let out = run(&mut p, batch, Instant::now());
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].labels, labels(&[("route", "/")]));
+    assert_eq!(out[0].value, 5.0);
+    assert_eq!(
+        registry.value(
+            "sluice_processor_cardinality_points_dropped_total",
+            "reason=\"malformed\""
+        ),
+        1
+    );
+}
+
+#[test]
+fn the_same_series_with_its_attributes_in_another_order_is_one_source() {
+    let (mut p, _registry) = processor(config(&["user_id"]));
+    let now = Instant::now();
+    let first = metrics_batch(
+        &[],
+        vec![sum(
+            "c",
+            true,
+            vec![number(&[("route", "/"), ("user_id", "a")], S, 10 * S, 2)],
+        )],
+    );
+    let second = metrics_batch(
+        &[],
+        vec![sum(
+            "c",
+            true,
+            vec![number(&[("user_id", "a"), ("route", "/")], S, 20 * S, 7)],
+        )],
+    );
+    assert_eq!(run(&mut p, first, now)[0].value, 2.0);
+    // Read as a second source, its whole value would be added again (9 + 7).
+    assert_eq!(run(&mut p, second, now)[0].value, 7.0);
+    assert_eq!(p.engine().counts().0, 1);
+}
