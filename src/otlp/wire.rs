@@ -133,6 +133,37 @@ pub fn write_len_header(field: u32, payload_len: usize, out: &mut Vec<u8>) {
     encode_varint(payload_len as u64, out);
 }
 
+pub fn write_fixed64(field: u32, value: u64, out: &mut Vec<u8>) {
+    encode_varint(tag(field, WIRE_FIXED64), out);
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+pub fn write_varint_field(field: u32, value: u64, out: &mut Vec<u8>) {
+    encode_varint(tag(field, WIRE_VARINT), out);
+    encode_varint(value, out);
+}
+
+/// Size of a varint field, tag included.
+pub fn varint_field_len(field: u32, value: u64) -> usize {
+    varint_len(tag(field, WIRE_VARINT)) + varint_len(value)
+}
+
+/// Size of a fixed64 field, tag included.
+pub fn fixed64_field_len(field: u32) -> usize {
+    varint_len(tag(field, WIRE_FIXED64)) + 8
+}
+
+/// A `KeyValue` with a string value, written as field `field` of the enclosing message.
+pub fn write_str_attr(field: u32, key: &str, value: &str, out: &mut Vec<u8>) {
+    // KeyValue { key = 1, value = 2 }, AnyValue { string_value = 1 }.
+    let any_value = len_field_len(1, value.len());
+    let kv = len_field_len(1, key.len()) + len_field_len(2, any_value);
+    write_len_header(field, kv, out);
+    write_len_field(1, key.as_bytes(), out);
+    write_len_header(2, any_value, out);
+    write_len_field(1, value.as_bytes(), out);
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireValue<'a> {
     Varint(u64),

@@ -160,8 +160,6 @@ const LR_TIME: u8 = (1 << 3) | 1; // fixed64
 const LR_BODY: u32 = 5;
 const LR_ATTRIBUTES: u32 = 6;
 const LR_OBSERVED_TIME: u8 = (11 << 3) | 1; // fixed64
-const KV_KEY: u32 = 1;
-const KV_VALUE: u32 = 2;
 const AV_STRING: u32 = 1;
 
 /// The records of one file read in one pass. Without operators after `container` they are
@@ -367,12 +365,7 @@ pub fn encode_resource_logs(resource: &[KeyValue], records: &[LogRecord], reques
 
 /// A `KeyValue` with a string value, as an attributes field.
 fn put_str_attr(key: &str, value: &str, out: &mut Vec<u8>) {
-    let any_value = len_field_len(AV_STRING, value.len());
-    let kv = len_field_len(KV_KEY, key.len()) + len_field_len(KV_VALUE, any_value);
-    write_len_header(LR_ATTRIBUTES, kv, out);
-    write_len_field(KV_KEY, key.as_bytes(), out);
-    write_len_header(KV_VALUE, any_value, out);
-    write_len_field(AV_STRING, value.as_bytes(), out);
+    crate::otlp::wire::write_str_attr(LR_ATTRIBUTES, key, value, out);
 }
 
 fn extra_value(value: Extra) -> Value {

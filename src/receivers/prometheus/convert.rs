@@ -5,35 +5,21 @@
 //! staleness as `FLAG_NO_RECORDED_VALUE` points, and the `up`/`scrape_*` series.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, metric, number_data_point,
-    summary_data_point::ValueAtQuantile,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-
 use super::config::Job;
-use super::parser::{Exposition, Family, MetricType};
+use super::encode::{Builder, HistogramValues, MetricSlot, NO_RECORDED_VALUE, push_attr};
+use super::parser::{Exposition, MetricType};
 use super::relabel::{self, Labels};
 use crate::hash::{FxHashMap, SeriesHasher};
-use crate::otlp::string_kv;
+
+pub use super::encode::STALE_NAN_BITS;
 
 /// A label set borrowing from the scraped body and the target where it can.
 type CowLabels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
-/// Prometheus' staleness marker.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-const NO_RECORDED_VALUE: u32 = 1;
-const SCOPE_NAME: &str =
-    "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver";
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-enum Kind {
+pub enum Kind {
     #[default]
     Gauge,
     Sum,
@@ -41,9 +27,9 @@ enum Kind {
     Summary,
 }
 
-type ResKey = (String, String);
+pub type ResKey = (String, String);
 /// A resource (`job`, `instance`) as borrowed while building.
-type ResRef<'a> = (&'a str, &'a str);
+pub type ResRef<'a> = (&'a str, &'a str);
 
 /// What is remembered of a series between scrapes.
 struct Series {
@@ -51,21 +37,25 @@ struct Series {
     start_ns: u64,
     /// The value (sums) or count (histograms, summaries) last seen, to detect resets.
     last: f64,
-    resource: ResKey,
-    name: String,
-    kind: Kind,
-    attributes: Vec<KeyValue>,
+    /// Index into [`TargetState::metrics`].
+    metric: u32,
+    /// Encoded attributes, to write its staleness marker.
+    attrs: Box<[u8]>,
 }
 
 /// Per-target memory: known series (for start times, resets and staleness).
 #[derive(Default)]
 pub struct TargetState {
     series: FxHashMap<u64, Series>,
+    /// (resource, name, kind) of the metrics of known series, and their index by identity.
+    metrics: Vec<(ResKey, String, Kind)>,
+    metric_index: FxHashMap<(ResKey, String, Kind), u32>,
     generation: u64,
 }
 
+/// One scrape as an encoded `ExportMetricsServiceRequest`.
 pub struct Built {
-    pub request: ExportMetricsServiceRequest,
+    pub encoded: Vec<u8>,
     pub points: usize,
 }
 
@@ -116,6 +106,9 @@ impl TargetState {
         let mut b = Builder::default();
         let mut compound: FxHashMap<u64, usize> = FxHashMap::default();
         let mut accums: Vec<Accum> = Vec::new();
+        // The encoded attributes of every accumulator, one after the other.
+        let mut accum_attrs: Vec<u8> = Vec::new();
+        let mut attrs: Vec<u8> = Vec::new();
         let mut added = 0u64;
 
         for p in &prepared {
@@ -133,14 +126,15 @@ impl TargetState {
                 _ => None,
             };
             let Some(kind) = compound_kind else {
-                let (r, m) = b.metric(res, name, Kind::Gauge, Some(family));
-                let attributes = attributes(&p.labels, None);
+                let slot = b.metric(res, name, Kind::Gauge, Some(family));
+                attrs.clear();
+                encode_attributes(&p.labels, None, &mut attrs);
                 if self
                     .track(
-                        res,
-                        name,
+                        &b,
+                        slot,
                         Kind::Gauge,
-                        &attributes,
+                        &attrs,
                         generation,
                         ts_ns,
                         p.value,
@@ -150,7 +144,7 @@ impl TargetState {
                 {
                     added += 1;
                 }
-                b.push_number(r, m, attributes, ts_ns, 0, p.value);
+                b.number(slot, &attrs, 0, ts_ns, p.value);
                 continue;
             };
             let suffix = &name[family.name.len()..];
@@ -159,9 +153,9 @@ impl TargetState {
                 Kind::Summary => Some("quantile"),
                 _ => None,
             };
-            let (r, m) = b.metric(res, family.name, kind, Some(family));
+            let slot = b.metric(res, family.name, kind, Some(family));
             let mut h = SeriesHasher::new();
-            (r, m).hash(&mut h);
+            slot.hash(&mut h);
             for (k, v) in &p.labels {
                 if k != "__name__" && Some(k.as_ref()) != skip {
                     k.hash(&mut h);
@@ -169,11 +163,12 @@ impl TargetState {
                 }
             }
             let index = *compound.entry(h.finish()).or_insert_with(|| {
+                let start = accum_attrs.len();
+                encode_attributes(&p.labels, skip, &mut accum_attrs);
                 accums.push(Accum {
-                    resource: r,
-                    metric: m,
+                    slot,
                     kind,
-                    attributes: attributes(&p.labels, skip),
+                    attrs: start..accum_attrs.len(),
                     ts_ns,
                     ..Accum::default()
                 });
@@ -202,46 +197,31 @@ impl TargetState {
             }
         }
 
-        for a in accums {
+        for mut a in accums {
             let progress = match a.kind {
                 Kind::Sum => a.value,
                 _ => a.count,
             };
             let Some(progress) = progress else { continue };
-            let name = b.metric_name(a.resource, a.metric);
             let created_ns = a
                 .created
                 .filter(|c| c.is_finite() && *c > 0.0)
                 .map(|c| (c * 1e9) as u64);
+            let attrs = &accum_attrs[a.attrs.clone()];
             let (start_ns, is_new) = self.track(
-                b.res(a.resource),
-                name,
-                a.kind,
-                &a.attributes,
-                generation,
-                a.ts_ns,
-                progress,
-                created_ns,
+                &b, a.slot, a.kind, attrs, generation, a.ts_ns, progress, created_ns,
             );
             if is_new {
                 added += 1;
             }
             match a.kind {
-                Kind::Sum => b.push_number(
-                    a.resource,
-                    a.metric,
-                    a.attributes,
-                    a.ts_ns,
-                    start_ns,
-                    progress,
-                ),
+                Kind::Sum => b.number(a.slot, attrs, start_ns, a.ts_ns, progress),
                 Kind::Histogram => {
-                    let mut buckets = a.buckets;
-                    buckets.sort_by(|x, y| x.0.total_cmp(&y.0));
-                    let mut bounds = Vec::with_capacity(buckets.len());
-                    let mut counts = Vec::with_capacity(buckets.len() + 1);
+                    a.buckets.sort_by(|x, y| x.0.total_cmp(&y.0));
+                    let mut bounds = Vec::with_capacity(a.buckets.len());
+                    let mut counts = Vec::with_capacity(a.buckets.len() + 1);
                     let mut previous = 0.0;
-                    for (le, cumulative) in &buckets {
+                    for (le, cumulative) in &a.buckets {
                         let delta = (cumulative - previous).max(0.0);
                         previous = *cumulative;
                         counts.push(delta as u64);
@@ -250,42 +230,28 @@ impl TargetState {
                         }
                     }
                     // Without a +Inf bucket the overflow bucket holds what `_count` adds.
-                    if buckets.last().is_none_or(|(le, _)| le.is_finite()) {
+                    if a.buckets.last().is_none_or(|(le, _)| le.is_finite()) {
                         counts.push((progress - previous).max(0.0) as u64);
                     }
-                    b.push(
-                        a.resource,
-                        a.metric,
-                        Point::Histogram(HistogramDataPoint {
-                            attributes: a.attributes,
-                            start_time_unix_nano: start_ns,
-                            time_unix_nano: a.ts_ns,
-                            count: progress as u64,
-                            sum: a.sum,
-                            bucket_counts: counts,
-                            explicit_bounds: bounds,
-                            ..Default::default()
-                        }),
-                    );
+                    let values = HistogramValues {
+                        count: progress as u64,
+                        sum: a.sum,
+                        bucket_counts: &counts,
+                        bounds: &bounds,
+                    };
+                    b.histogram(a.slot, attrs, start_ns, a.ts_ns, &values, 0);
                 }
                 Kind::Summary => {
-                    let mut quantiles = a.buckets;
-                    quantiles.sort_by(|x, y| x.0.total_cmp(&y.0));
-                    b.push(
-                        a.resource,
-                        a.metric,
-                        Point::Summary(SummaryDataPoint {
-                            attributes: a.attributes,
-                            start_time_unix_nano: start_ns,
-                            time_unix_nano: a.ts_ns,
-                            count: progress as u64,
-                            sum: a.sum.unwrap_or(0.0),
-                            quantile_values: quantiles
-                                .into_iter()
-                                .map(|(quantile, value)| ValueAtQuantile { quantile, value })
-                                .collect(),
-                            ..Default::default()
-                        }),
+                    a.buckets.sort_by(|x, y| x.0.total_cmp(&y.0));
+                    b.summary(
+                        a.slot,
+                        attrs,
+                        start_ns,
+                        a.ts_ns,
+                        progress as u64,
+                        a.sum.unwrap_or(0.0),
+                        &a.buckets,
+                        0,
                     );
                 }
                 Kind::Gauge => {}
@@ -301,7 +267,7 @@ impl TargetState {
             added,
         };
         report.emit(&mut b, target, scrape_ns);
-        Ok(b.finish(target))
+        Ok(finish(b, target))
     }
 
     /// A failed scrape: `up` 0, and every series of the last good scrape goes stale.
@@ -318,7 +284,7 @@ impl TargetState {
             added: 0,
         }
         .emit(&mut b, target, scrape_ns);
-        b.finish(target)
+        finish(b, target)
     }
 
     /// The target is gone: one stale point for each of its series, which are forgotten.
@@ -326,95 +292,112 @@ impl TargetState {
         self.generation += 1;
         let mut b = Builder::default();
         self.mark_stale(&mut b, self.generation, ms_to_ns(ts_ms));
-        b.finish(target)
+        finish(b, target)
     }
 
     /// Records a series as seen; returns its start time and whether it is new.
     #[allow(clippy::too_many_arguments)]
     fn track(
         &mut self,
-        res: ResRef<'_>,
-        name: &str,
+        b: &Builder,
+        slot: MetricSlot,
         kind: Kind,
-        attributes: &[KeyValue],
+        attrs: &[u8],
         generation: u64,
         ts_ns: u64,
         progress: f64,
         created_ns: Option<u64>,
     ) -> (u64, bool) {
-        let key = series_key(res, name, kind, attributes);
-        match self.series.get_mut(&key) {
-            Some(s) => {
-                s.generation = generation;
-                if let Some(c) = created_ns {
-                    s.start_ns = c;
-                } else if kind != Kind::Gauge && progress < s.last {
-                    // A counter reset: a new cumulative interval starts now.
-                    s.start_ns = ts_ns;
-                }
-                s.last = progress;
-                (s.start_ns, false)
+        let key = b.series_key(slot, attrs);
+        if let Some(s) = self.series.get_mut(&key) {
+            s.generation = generation;
+            if let Some(c) = created_ns {
+                s.start_ns = c;
+            } else if kind != Kind::Gauge && progress < s.last {
+                // A counter reset: a new cumulative interval starts now.
+                s.start_ns = ts_ns;
             }
-            None => {
-                let start_ns = created_ns.unwrap_or(ts_ns);
-                self.series.insert(
-                    key,
-                    Series {
-                        generation,
-                        start_ns,
-                        last: progress,
-                        resource: (res.0.to_string(), res.1.to_string()),
-                        name: name.to_string(),
-                        kind,
-                        attributes: attributes.to_vec(),
-                    },
-                );
-                (start_ns, true)
-            }
+            s.last = progress;
+            return (s.start_ns, false);
         }
+        let start_ns = created_ns.unwrap_or(ts_ns);
+        let res = b.res(slot);
+        let identity = (
+            (res.0.to_string(), res.1.to_string()),
+            b.name(slot).to_string(),
+            kind,
+        );
+        let metric = match self.metric_index.get(&identity) {
+            Some(m) => *m,
+            None => {
+                self.metrics.push(identity.clone());
+                let m = (self.metrics.len() - 1) as u32;
+                self.metric_index.insert(identity, m);
+                m
+            }
+        };
+        self.series.insert(
+            key,
+            Series {
+                generation,
+                start_ns,
+                last: progress,
+                metric,
+                attrs: attrs.into(),
+            },
+        );
+        (start_ns, true)
     }
 
     /// One no-recorded-value point per series not seen in this scrape, which is forgotten.
     fn mark_stale(&mut self, b: &mut Builder, generation: u64, ts_ns: u64) {
-        let stale: Vec<u64> = self
-            .series
-            .iter()
-            .filter(|(_, s)| s.generation != generation)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in stale {
-            let Some(s) = self.series.remove(&key) else {
-                continue;
-            };
-            let (r, m) = b.metric((&s.resource.0, &s.resource.1), &s.name, s.kind, None);
-            let point = match s.kind {
-                Kind::Gauge | Kind::Sum => Point::Number(NumberDataPoint {
-                    attributes: s.attributes,
-                    start_time_unix_nano: if s.kind == Kind::Sum { s.start_ns } else { 0 },
-                    time_unix_nano: ts_ns,
-                    flags: NO_RECORDED_VALUE,
-                    value: Some(number_data_point::Value::AsDouble(f64::from_bits(
-                        STALE_NAN_BITS,
-                    ))),
-                    ..Default::default()
-                }),
-                Kind::Histogram => Point::Histogram(HistogramDataPoint {
-                    attributes: s.attributes,
-                    start_time_unix_nano: s.start_ns,
-                    time_unix_nano: ts_ns,
-                    flags: NO_RECORDED_VALUE,
-                    ..Default::default()
-                }),
-                Kind::Summary => Point::Summary(SummaryDataPoint {
-                    attributes: s.attributes,
-                    start_time_unix_nano: s.start_ns,
-                    time_unix_nano: ts_ns,
-                    flags: NO_RECORDED_VALUE,
-                    ..Default::default()
-                }),
-            };
-            b.push(r, m, point);
+        let metrics = &self.metrics;
+        self.series.retain(|_, s| {
+            if s.generation == generation {
+                return true;
+            }
+            let ((job, instance), name, kind) = &metrics[s.metric as usize];
+            let slot = b.metric((job, instance), name, *kind, None);
+            let stale = f64::from_bits(STALE_NAN_BITS);
+            match kind {
+                Kind::Gauge => b.number_flagged(slot, &s.attrs, 0, ts_ns, stale, NO_RECORDED_VALUE),
+                Kind::Sum => {
+                    b.number_flagged(slot, &s.attrs, s.start_ns, ts_ns, stale, NO_RECORDED_VALUE)
+                }
+                Kind::Histogram => {
+                    let empty = HistogramValues {
+                        count: 0,
+                        sum: None,
+                        bucket_counts: &[],
+                        bounds: &[],
+                    };
+                    b.histogram(slot, &s.attrs, s.start_ns, ts_ns, &empty, NO_RECORDED_VALUE);
+                }
+                Kind::Summary => b.summary(
+                    slot,
+                    &s.attrs,
+                    s.start_ns,
+                    ts_ns,
+                    0,
+                    0.0,
+                    &[],
+                    NO_RECORDED_VALUE,
+                ),
+            }
+            false
+        });
+        if self.series.is_empty() {
+            self.metrics.clear();
+            self.metric_index.clear();
         }
+    }
+}
+
+fn finish(b: Builder, target: &Target) -> Built {
+    let points = b.points();
+    Built {
+        encoded: b.finish(&target.scheme),
+        points,
     }
 }
 
@@ -429,7 +412,8 @@ struct Report {
 impl Report {
     fn emit(&self, b: &mut Builder, target: &Target, ts_ns: u64) {
         let res = target.res_key();
-        let attrs = attributes(&target.labels, None);
+        let mut attrs = Vec::new();
+        encode_attributes(&target.labels, None, &mut attrs);
         for (name, value) in [
             ("up", if self.up { 1.0 } else { 0.0 }),
             ("scrape_duration_seconds", self.duration_secs),
@@ -440,8 +424,8 @@ impl Report {
             ),
             ("scrape_series_added", self.added as f64),
         ] {
-            let (r, m) = b.metric(res, name, Kind::Gauge, None);
-            b.push_number(r, m, attrs.clone(), ts_ns, 0, value);
+            let slot = b.metric(res, name, Kind::Gauge, None);
+            b.number(slot, &attrs, 0, ts_ns, value);
         }
     }
 }
@@ -561,36 +545,18 @@ fn get<'a, K: AsRef<str>, V: AsRef<str>>(labels: &'a [(K, V)], name: &str) -> &'
     get_opt(labels, name).unwrap_or("")
 }
 
-/// Data point attributes: every label but the name, `job`, `instance` and `skip`.
-fn attributes<K: AsRef<str>, V: AsRef<str>>(
+/// Data point attributes, encoded: every label but the name, `job`, `instance` and `skip`.
+fn encode_attributes<K: AsRef<str>, V: AsRef<str>>(
     labels: &[(K, V)],
     skip: Option<&str>,
-) -> Vec<KeyValue> {
-    labels
-        .iter()
-        .filter(|(k, _)| {
-            let k = k.as_ref();
-            !matches!(k, "__name__" | "job" | "instance") && Some(k) != skip
-        })
-        .map(|(k, v)| string_kv(k.as_ref(), v.as_ref()))
-        .collect()
-}
-
-fn series_key(res: ResRef<'_>, name: &str, kind: Kind, attributes: &[KeyValue]) -> u64 {
-    let mut h = SeriesHasher::new();
-    res.hash(&mut h);
-    name.hash(&mut h);
-    kind.hash(&mut h);
-    for kv in attributes {
-        kv.key.hash(&mut h);
-        if let Some(AnyValue {
-            value: Some(any_value::Value::StringValue(s)),
-        }) = &kv.value
-        {
-            s.hash(&mut h);
+    out: &mut Vec<u8>,
+) {
+    for (k, v) in labels {
+        let k = k.as_ref();
+        if !matches!(k, "__name__" | "job" | "instance") && Some(k) != skip {
+            push_attr(k, v.as_ref(), out);
         }
     }
-    h.finish()
 }
 
 fn ms_to_ns(ms: i64) -> u64 {
@@ -599,10 +565,10 @@ fn ms_to_ns(ms: i64) -> u64 {
 
 #[derive(Default)]
 struct Accum {
-    resource: usize,
-    metric: usize,
+    slot: MetricSlot,
     kind: Kind,
-    attributes: Vec<KeyValue>,
+    /// Where its encoded attributes are in the scrape's attribute buffer.
+    attrs: std::ops::Range<usize>,
     ts_ns: u64,
     value: Option<f64>,
     created: Option<f64>,
@@ -610,204 +576,6 @@ struct Accum {
     count: Option<f64>,
     /// `(le, cumulative count)` for histograms, `(quantile, value)` for summaries.
     buckets: Vec<(f64, f64)>,
-}
-
-enum Point {
-    Number(NumberDataPoint),
-    Histogram(HistogramDataPoint),
-    Summary(SummaryDataPoint),
-}
-
-struct ResourceBuild {
-    key: ResKey,
-    metrics: Vec<Metric>,
-    kinds: Vec<Kind>,
-    index: HashMap<(String, Kind), usize>,
-}
-
-#[derive(Default)]
-struct Builder {
-    resources: Vec<ResourceBuild>,
-    points: usize,
-    last: Option<(usize, usize)>,
-}
-
-impl Builder {
-    fn metric(
-        &mut self,
-        res: ResRef<'_>,
-        name: &str,
-        kind: Kind,
-        family: Option<&Family<'_>>,
-    ) -> (usize, usize) {
-        // Samples of a family are contiguous: most lookups hit the previous metric.
-        if let Some((r, m)) = self.last {
-            let rb = &self.resources[r];
-            let metric = &rb.metrics[m];
-            if metric.name == name && rb.kinds[m] == kind && rb.key.0 == res.0 && rb.key.1 == res.1
-            {
-                return (r, m);
-            }
-        }
-        // Resources are few (one per target unless `honor_labels` keeps scraped job/instance).
-        let r = match self
-            .resources
-            .iter()
-            .position(|rb| rb.key.0 == res.0 && rb.key.1 == res.1)
-        {
-            Some(r) => r,
-            None => {
-                self.resources.push(ResourceBuild {
-                    key: (res.0.to_string(), res.1.to_string()),
-                    metrics: Vec::new(),
-                    kinds: Vec::new(),
-                    index: HashMap::new(),
-                });
-                self.resources.len() - 1
-            }
-        };
-        let rb = &mut self.resources[r];
-        if let Some(&m) = rb.index.get(&(name.to_string(), kind)) {
-            self.last = Some((r, m));
-            return (r, m);
-        }
-        let cumulative = AggregationTemporality::Cumulative as i32;
-        let data = match kind {
-            Kind::Gauge => metric::Data::Gauge(Gauge::default()),
-            Kind::Sum => metric::Data::Sum(Sum {
-                data_points: Vec::new(),
-                aggregation_temporality: cumulative,
-                is_monotonic: true,
-            }),
-            Kind::Histogram => metric::Data::Histogram(Histogram {
-                data_points: Vec::new(),
-                aggregation_temporality: cumulative,
-            }),
-            Kind::Summary => metric::Data::Summary(Summary::default()),
-        };
-        rb.metrics.push(Metric {
-            name: name.to_string(),
-            description: family
-                .and_then(|f| f.help.as_deref())
-                .unwrap_or("")
-                .to_string(),
-            unit: family.and_then(|f| f.unit).unwrap_or("").to_string(),
-            data: Some(data),
-            ..Default::default()
-        });
-        let m = rb.metrics.len() - 1;
-        rb.kinds.push(kind);
-        rb.index.insert((name.to_string(), kind), m);
-        self.last = Some((r, m));
-        (r, m)
-    }
-
-    fn res(&self, r: usize) -> ResRef<'_> {
-        let key = &self.resources[r].key;
-        (&key.0, &key.1)
-    }
-
-    fn metric_name(&self, r: usize, m: usize) -> &str {
-        &self.resources[r].metrics[m].name
-    }
-
-    fn push_number(
-        &mut self,
-        r: usize,
-        m: usize,
-        attributes: Vec<KeyValue>,
-        ts_ns: u64,
-        start_ns: u64,
-        value: f64,
-    ) {
-        let flags = if value.to_bits() == STALE_NAN_BITS {
-            NO_RECORDED_VALUE
-        } else {
-            0
-        };
-        self.push(
-            r,
-            m,
-            Point::Number(NumberDataPoint {
-                attributes,
-                start_time_unix_nano: start_ns,
-                time_unix_nano: ts_ns,
-                flags,
-                value: Some(number_data_point::Value::AsDouble(value)),
-                ..Default::default()
-            }),
-        );
-    }
-
-    fn push(&mut self, r: usize, m: usize, point: Point) {
-        let Some(data) = &mut self.resources[r].metrics[m].data else {
-            return;
-        };
-        match (data, point) {
-            (metric::Data::Gauge(g), Point::Number(p)) => g.data_points.push(p),
-            (metric::Data::Sum(s), Point::Number(p)) => s.data_points.push(p),
-            (metric::Data::Histogram(h), Point::Histogram(p)) => h.data_points.push(p),
-            (metric::Data::Summary(s), Point::Summary(p)) => s.data_points.push(p),
-            _ => return,
-        }
-        self.points += 1;
-    }
-
-    fn finish(self, target: &Target) -> Built {
-        let resource_metrics = self
-            .resources
-            .into_iter()
-            .map(|rb| ResourceMetrics {
-                resource: Some(resource(&rb.key.0, &rb.key.1, &target.scheme)),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(InstrumentationScope {
-                        name: SCOPE_NAME.to_string(),
-                        version: env!("CARGO_PKG_VERSION").to_string(),
-                        ..Default::default()
-                    }),
-                    metrics: rb.metrics,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-        Built {
-            request: ExportMetricsServiceRequest { resource_metrics },
-            points: self.points,
-        }
-    }
-}
-
-/// The collector's `CreateResource`: service name and instance from `job`/`instance`, the
-/// instance split into `server.address`/`server.port` (no address for loopback hosts).
-fn resource(job: &str, instance: &str, scheme: &str) -> Resource {
-    let (host, port) = split_host_port(instance);
-    let mut attributes = vec![string_kv("service.name", job)];
-    if !matches!(
-        host,
-        "localhost" | "127.0.0.1" | "0.0.0.0" | "::1" | "::" | ""
-    ) {
-        attributes.push(string_kv("server.address", host));
-    }
-    attributes.push(string_kv("service.instance.id", instance));
-    attributes.push(string_kv("server.port", port));
-    attributes.push(string_kv("url.scheme", scheme));
-    Resource {
-        attributes,
-        ..Default::default()
-    }
-}
-
-fn split_host_port(instance: &str) -> (&str, &str) {
-    if let Some(rest) = instance.strip_prefix('[')
-        && let Some((host, port)) = rest.split_once("]:")
-    {
-        return (host, port);
-    }
-    match instance.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => (host, port),
-        _ => (instance, ""),
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod convert;
 pub mod discovery;
+pub mod encode;
 pub mod parser;
 pub mod relabel;
 pub mod scrape;

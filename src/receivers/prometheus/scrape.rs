@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use prost::Message;
 
 use super::config::Job;
 use super::convert::{Built, Target, TargetState};
@@ -258,11 +257,7 @@ impl TargetLoop {
             return;
         }
         let points = built.points as u64;
-        let batch = Batch::new(
-            Signal::Metrics,
-            Bytes::from(built.request.encode_to_vec()),
-            built.points,
-        );
+        let batch = Batch::new(Signal::Metrics, Bytes::from(built.encoded), built.points);
         match consumer.consume(batch).await {
             Ok(()) => self.metrics.accepted.add(points),
             Err(refusal) => {

@@ -1,3 +1,8 @@
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, metric, number_data_point};
+use prost::Message;
+
 use super::*;
 use crate::receivers::prometheus::config::PrometheusReceiverConfig;
 use crate::receivers::prometheus::parser::{Format, parse};
@@ -22,16 +27,29 @@ fn target() -> Target {
     }
 }
 
-fn scrape(state: &mut TargetState, job: &Job, text: &str, format: Format, ms: i64) -> Built {
-    let e = parse(text, format).unwrap();
-    state.scraped(job, &target(), &e, ms, 0.01).unwrap()
+/// A scrape's request, decoded to be looked at.
+struct Decoded {
+    request: ExportMetricsServiceRequest,
+    points: usize,
 }
 
-fn metrics(b: &Built) -> &[Metric] {
+fn decoded(b: Built) -> Decoded {
+    Decoded {
+        request: ExportMetricsServiceRequest::decode(b.encoded.as_slice()).unwrap(),
+        points: b.points,
+    }
+}
+
+fn scrape(state: &mut TargetState, job: &Job, text: &str, format: Format, ms: i64) -> Decoded {
+    let e = parse(text, format).unwrap();
+    decoded(state.scraped(job, &target(), &e, ms, 0.01).unwrap())
+}
+
+fn metrics(b: &Decoded) -> &[Metric] {
     &b.request.resource_metrics[0].scope_metrics[0].metrics
 }
 
-fn find<'a>(b: &'a Built, name: &str) -> &'a Metric {
+fn find<'a>(b: &'a Decoded, name: &str) -> &'a Metric {
     metrics(b)
         .iter()
         .find(|m| m.name == name)
@@ -266,7 +284,7 @@ fn a_failed_scrape_reports_down_and_stales_everything() {
     let j = job("");
     let mut s = TargetState::default();
     scrape(&mut s, &j, "g 5\n", Format::Text, T0);
-    let b = s.failed(&target(), T0 + 1000, 0.5);
+    let b = decoded(s.failed(&target(), T0 + 1000, 0.5));
     assert_eq!(value(&gauge_points(find(&b, "up"))[0]), 0.0);
     assert_eq!(gauge_points(find(&b, "g"))[0].flags, 1);
     assert_eq!(s.tracked_series(), 0);
@@ -345,9 +363,30 @@ fn a_removed_target_gets_stale_markers_for_its_series() {
         Format::Text,
         T0,
     );
-    let b = s.vanished(&target(), T0 + 500);
+    let b = decoded(s.vanished(&target(), T0 + 500));
     assert_eq!(gauge_points(find(&b, "g"))[0].flags, 1);
     assert_eq!(sum_points(find(&b, "c_total"))[0].flags, 1);
     assert!(metrics(&b).iter().all(|m| m.name != "up"));
     assert_eq!(s.tracked_series(), 0);
+}
+
+/// The request is written without message values; it must be byte for byte what prost
+/// writes for the same request (field order, defaults left out, packed repeats).
+#[test]
+fn the_encoding_is_what_prost_writes_for_the_same_request() {
+    let j = job("");
+    let mut s = TargetState::default();
+    let text = "# TYPE g gauge\n# HELP g A gauge.\ng{path=\"/x\"} 3\ng{path=\"/y\"} 0\n\
+                # TYPE c_total counter\n# UNIT c_total seconds\nc_total{a=\"1\"} 10\n\
+                # TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 4\nh_sum 2.5\nh_count 4\n\
+                # TYPE s summary\ns{quantile=\"0\"} 0\ns{quantile=\"0.9\"} 7\ns_sum 0\ns_count 3\n";
+    let e = parse(text, Format::Text).unwrap();
+    let built = s.scraped(&j, &target(), &e, T0, 0.01).unwrap();
+    let request = ExportMetricsServiceRequest::decode(built.encoded.as_slice()).unwrap();
+    assert_eq!(request.encode_to_vec(), built.encoded);
+    // Every series goes stale: the no-recorded-value points too.
+    let stale = s.failed(&target(), T0 + 1000, 0.5);
+    let request = ExportMetricsServiceRequest::decode(stale.encoded.as_slice()).unwrap();
+    assert_eq!(request.encode_to_vec(), stale.encoded);
+    assert_eq!(stale.points, 5 + 5);
 }

@@ -1,0 +1,458 @@
+//! Writes one scrape's `ExportMetricsServiceRequest` straight in protobuf wire format: points
+//! are encoded as they are made, into one buffer per metric, and framed once at the end. No
+//! message values are built, so a scrape of 50,000 series costs no per-label allocation and
+//! no repeated length computation over nested messages.
+//!
+//! Attributes travel as encoded `KeyValue` fields tagged for field 7 (the attributes of
+//! number and summary points); histogram points (field 9) re-tag them as they copy.
+
+use std::hash::{Hash, Hasher};
+
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use super::convert::{Kind, ResKey, ResRef};
+use super::parser::Family;
+use crate::hash::{FxHashMap, SeriesHasher};
+use crate::otlp::string_kv;
+use crate::otlp::wire::{
+    fields, fixed64_field_len, len_field_len, varint_field_len, write_fixed64, write_len_field,
+    write_len_header, write_str_attr, write_varint_field,
+};
+
+pub const NO_RECORDED_VALUE: u32 = 1;
+/// Prometheus' staleness marker.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+const SCOPE_NAME: &str =
+    "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver";
+
+/// Field of `NumberDataPoint.attributes` and `SummaryDataPoint.attributes`.
+const ATTRIBUTES: u32 = 7;
+const HISTOGRAM_ATTRIBUTES: u32 = 9;
+const CUMULATIVE: u64 = 2;
+
+/// Appends a string attribute to an attribute list being encoded.
+pub fn push_attr(key: &str, value: &str, attrs: &mut Vec<u8>) {
+    write_str_attr(ATTRIBUTES, key, value, attrs);
+}
+
+/// The size of `attrs` once tagged for `field`.
+fn attrs_len(field: u32, attrs: &[u8]) -> usize {
+    if field == ATTRIBUTES {
+        return attrs.len();
+    }
+    fields(attrs)
+        .filter_map(Result::ok)
+        .map(|f| f.expect_len().map_or(0, |p| len_field_len(field, p.len())))
+        .sum()
+}
+
+fn write_attrs(field: u32, attrs: &[u8], out: &mut Vec<u8>) {
+    if field == ATTRIBUTES {
+        out.extend_from_slice(attrs);
+        return;
+    }
+    for f in fields(attrs).filter_map(Result::ok) {
+        if let Ok(payload) = f.expect_len() {
+            write_len_field(field, payload, out);
+        }
+    }
+}
+
+fn fixed64_if(field: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        fixed64_field_len(field)
+    }
+}
+
+fn write_fixed64_if(field: u32, value: u64, out: &mut Vec<u8>) {
+    if value != 0 {
+        write_fixed64(field, value, out);
+    }
+}
+
+fn varint_if(field: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        varint_field_len(field, value)
+    }
+}
+
+fn write_varint_if(field: u32, value: u64, out: &mut Vec<u8>) {
+    if value != 0 {
+        write_varint_field(field, value, out);
+    }
+}
+
+/// A histogram point's values.
+pub struct HistogramValues<'a> {
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub bucket_counts: &'a [u64],
+    pub bounds: &'a [f64],
+}
+
+struct MetricBuild {
+    name: String,
+    description: String,
+    unit: String,
+    kind: Kind,
+    /// Identity of (resource, name, kind) for series keys.
+    key: u64,
+    /// Encoded data points, each a complete `data_points` field.
+    points: Vec<u8>,
+}
+
+struct ResourceBuild {
+    key: ResKey,
+    metrics: Vec<MetricBuild>,
+    index: FxHashMap<(String, Kind), usize>,
+}
+
+/// Where a metric sits in the request being built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MetricSlot {
+    r: usize,
+    m: usize,
+}
+
+#[derive(Default)]
+pub struct Builder {
+    resources: Vec<ResourceBuild>,
+    points: usize,
+    last: Option<MetricSlot>,
+}
+
+impl Builder {
+    pub fn metric(
+        &mut self,
+        res: ResRef<'_>,
+        name: &str,
+        kind: Kind,
+        family: Option<&Family<'_>>,
+    ) -> MetricSlot {
+        // Samples of a family are contiguous: most lookups hit the previous metric.
+        if let Some(slot) = self.last {
+            let rb = &self.resources[slot.r];
+            let metric = &rb.metrics[slot.m];
+            if metric.name == name && metric.kind == kind && rb.key.0 == res.0 && rb.key.1 == res.1
+            {
+                return slot;
+            }
+        }
+        // Resources are few (one per target unless `honor_labels` keeps scraped job/instance).
+        let r = match self
+            .resources
+            .iter()
+            .position(|rb| rb.key.0 == res.0 && rb.key.1 == res.1)
+        {
+            Some(r) => r,
+            None => {
+                self.resources.push(ResourceBuild {
+                    key: (res.0.to_string(), res.1.to_string()),
+                    metrics: Vec::new(),
+                    index: FxHashMap::default(),
+                });
+                self.resources.len() - 1
+            }
+        };
+        let rb = &mut self.resources[r];
+        if let Some(&m) = rb.index.get(&(name.to_string(), kind)) {
+            let slot = MetricSlot { r, m };
+            self.last = Some(slot);
+            return slot;
+        }
+        let mut h = SeriesHasher::new();
+        res.hash(&mut h);
+        name.hash(&mut h);
+        kind.hash(&mut h);
+        rb.metrics.push(MetricBuild {
+            name: name.to_string(),
+            description: family
+                .and_then(|f| f.help.as_deref())
+                .unwrap_or("")
+                .to_string(),
+            unit: family.and_then(|f| f.unit).unwrap_or("").to_string(),
+            kind,
+            key: h.finish(),
+            points: Vec::new(),
+        });
+        let m = rb.metrics.len() - 1;
+        rb.index.insert((name.to_string(), kind), m);
+        let slot = MetricSlot { r, m };
+        self.last = Some(slot);
+        slot
+    }
+
+    pub fn res(&self, slot: MetricSlot) -> ResRef<'_> {
+        let key = &self.resources[slot.r].key;
+        (&key.0, &key.1)
+    }
+
+    pub fn name(&self, slot: MetricSlot) -> &str {
+        &self.resources[slot.r].metrics[slot.m].name
+    }
+
+    /// The identity of a series of this metric with these encoded attributes.
+    pub fn series_key(&self, slot: MetricSlot, attrs: &[u8]) -> u64 {
+        let mut h = SeriesHasher::new();
+        self.resources[slot.r].metrics[slot.m].key.hash(&mut h);
+        h.write(attrs);
+        h.finish()
+    }
+
+    fn points_of(&mut self, slot: MetricSlot) -> &mut Vec<u8> {
+        self.points += 1;
+        &mut self.resources[slot.r].metrics[slot.m].points
+    }
+
+    /// A gauge or sum point; a staleness marker is flagged as no recorded value.
+    pub fn number(&mut self, slot: MetricSlot, attrs: &[u8], start: u64, time: u64, value: f64) {
+        let flags = if value.to_bits() == STALE_NAN_BITS {
+            NO_RECORDED_VALUE
+        } else {
+            0
+        };
+        self.number_flagged(slot, attrs, start, time, value, flags);
+    }
+
+    pub fn number_flagged(
+        &mut self,
+        slot: MetricSlot,
+        attrs: &[u8],
+        start: u64,
+        time: u64,
+        value: f64,
+        flags: u32,
+    ) {
+        // NumberDataPoint: start 2, time 3, as_double 4, attributes 7, flags 8.
+        let len = fixed64_if(2, start)
+            + fixed64_if(3, time)
+            + fixed64_field_len(4)
+            + attrs.len()
+            + varint_if(8, u64::from(flags));
+        let out = self.points_of(slot);
+        write_len_header(1, len, out);
+        write_fixed64_if(2, start, out);
+        write_fixed64_if(3, time, out);
+        write_fixed64(4, value.to_bits(), out);
+        out.extend_from_slice(attrs);
+        write_varint_if(8, u64::from(flags), out);
+    }
+
+    pub fn histogram(
+        &mut self,
+        slot: MetricSlot,
+        attrs: &[u8],
+        start: u64,
+        time: u64,
+        values: &HistogramValues<'_>,
+        flags: u32,
+    ) {
+        // HistogramDataPoint: start 2, time 3, count 4, sum 5, bucket_counts 6 (packed),
+        // explicit_bounds 7 (packed), attributes 9, flags 10.
+        let packed = |n: usize| if n == 0 { 0 } else { len_field_len(6, n * 8) };
+        let len = fixed64_if(2, start)
+            + fixed64_if(3, time)
+            + fixed64_if(4, values.count)
+            + values.sum.map_or(0, |_| fixed64_field_len(5))
+            + packed(values.bucket_counts.len())
+            + packed(values.bounds.len())
+            + attrs_len(HISTOGRAM_ATTRIBUTES, attrs)
+            + varint_if(10, u64::from(flags));
+        let out = self.points_of(slot);
+        write_len_header(1, len, out);
+        write_fixed64_if(2, start, out);
+        write_fixed64_if(3, time, out);
+        write_fixed64_if(4, values.count, out);
+        if let Some(sum) = values.sum {
+            write_fixed64(5, sum.to_bits(), out);
+        }
+        if !values.bucket_counts.is_empty() {
+            write_len_header(6, values.bucket_counts.len() * 8, out);
+            for c in values.bucket_counts {
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+        }
+        if !values.bounds.is_empty() {
+            write_len_header(7, values.bounds.len() * 8, out);
+            for b in values.bounds {
+                out.extend_from_slice(&b.to_bits().to_le_bytes());
+            }
+        }
+        write_attrs(HISTOGRAM_ATTRIBUTES, attrs, out);
+        write_varint_if(10, u64::from(flags), out);
+    }
+
+    /// A summary point; `quantiles` are `(quantile, value)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn summary(
+        &mut self,
+        slot: MetricSlot,
+        attrs: &[u8],
+        start: u64,
+        time: u64,
+        count: u64,
+        sum: f64,
+        quantiles: &[(f64, f64)],
+        flags: u32,
+    ) {
+        // SummaryDataPoint: start 2, time 3, count 4, sum 5, quantile_values 6,
+        // attributes 7, flags 8. ValueAtQuantile: quantile 1, value 2.
+        let bits = |x: f64| if x == 0.0 { 0 } else { x.to_bits() };
+        let quantile_len = |q: f64, v: f64| fixed64_if(1, bits(q)) + fixed64_if(2, bits(v));
+        let len = fixed64_if(2, start)
+            + fixed64_if(3, time)
+            + fixed64_if(4, count)
+            + fixed64_if(5, bits(sum))
+            + quantiles
+                .iter()
+                .map(|(q, v)| len_field_len(6, quantile_len(*q, *v)))
+                .sum::<usize>()
+            + attrs.len()
+            + varint_if(8, u64::from(flags));
+        let out = self.points_of(slot);
+        write_len_header(1, len, out);
+        write_fixed64_if(2, start, out);
+        write_fixed64_if(3, time, out);
+        write_fixed64_if(4, count, out);
+        write_fixed64_if(5, bits(sum), out);
+        for (q, v) in quantiles {
+            write_len_header(6, quantile_len(*q, *v), out);
+            write_fixed64_if(1, bits(*q), out);
+            write_fixed64_if(2, bits(*v), out);
+        }
+        out.extend_from_slice(attrs);
+        write_varint_if(8, u64::from(flags), out);
+    }
+
+    pub fn points(&self) -> usize {
+        self.points
+    }
+
+    /// Frames what was built as an encoded request: per resource one `ResourceMetrics` with
+    /// one scope; metrics without points are left out.
+    pub fn finish(self, scheme: &str) -> Vec<u8> {
+        let scope = InstrumentationScope {
+            name: SCOPE_NAME.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut out = Vec::with_capacity(
+            self.resources
+                .iter()
+                .flat_map(|rb| &rb.metrics)
+                .map(|m| m.points.len() + 64)
+                .sum::<usize>()
+                + 256,
+        );
+        for rb in &self.resources {
+            let metrics: Vec<(&MetricBuild, usize, usize)> = rb
+                .metrics
+                .iter()
+                .filter(|m| !m.points.is_empty())
+                .map(|m| {
+                    let data = m.points.len()
+                        + match m.kind {
+                            Kind::Sum => varint_field_len(2, CUMULATIVE) + varint_field_len(3, 1),
+                            Kind::Histogram => varint_field_len(2, CUMULATIVE),
+                            Kind::Gauge | Kind::Summary => 0,
+                        };
+                    let text = |field, s: &str| {
+                        if s.is_empty() {
+                            0
+                        } else {
+                            len_field_len(field, s.len())
+                        }
+                    };
+                    let metric = text(1, &m.name)
+                        + text(2, &m.description)
+                        + text(3, &m.unit)
+                        + len_field_len(data_field(m.kind), data);
+                    (m, data, metric)
+                })
+                .collect();
+            if metrics.is_empty() {
+                continue;
+            }
+            let resource = resource(&rb.key.0, &rb.key.1, scheme).encode_to_vec();
+            let scope_metrics = len_field_len(1, scope.len())
+                + metrics
+                    .iter()
+                    .map(|(_, _, len)| len_field_len(2, *len))
+                    .sum::<usize>();
+            let resource_metrics =
+                len_field_len(1, resource.len()) + len_field_len(2, scope_metrics);
+            write_len_header(1, resource_metrics, &mut out);
+            write_len_field(1, &resource, &mut out);
+            write_len_header(2, scope_metrics, &mut out);
+            write_len_field(1, &scope, &mut out);
+            for (m, data, len) in metrics {
+                write_len_header(2, len, &mut out);
+                for (field, s) in [(1, &m.name), (2, &m.description), (3, &m.unit)] {
+                    if !s.is_empty() {
+                        write_len_field(field, s.as_bytes(), &mut out);
+                    }
+                }
+                write_len_header(data_field(m.kind), data, &mut out);
+                out.extend_from_slice(&m.points);
+                match m.kind {
+                    Kind::Sum => {
+                        write_varint_field(2, CUMULATIVE, &mut out);
+                        write_varint_field(3, 1, &mut out);
+                    }
+                    Kind::Histogram => write_varint_field(2, CUMULATIVE, &mut out),
+                    Kind::Gauge | Kind::Summary => {}
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `Metric.data`: gauge 5, sum 7, histogram 9, summary 11.
+fn data_field(kind: Kind) -> u32 {
+    match kind {
+        Kind::Gauge => 5,
+        Kind::Sum => 7,
+        Kind::Histogram => 9,
+        Kind::Summary => 11,
+    }
+}
+
+/// The collector's `CreateResource`: service name and instance from `job`/`instance`, the
+/// instance split into `server.address`/`server.port` (no address for loopback hosts).
+fn resource(job: &str, instance: &str, scheme: &str) -> Resource {
+    let (host, port) = split_host_port(instance);
+    let mut attributes = vec![string_kv("service.name", job)];
+    if !matches!(
+        host,
+        "localhost" | "127.0.0.1" | "0.0.0.0" | "::1" | "::" | ""
+    ) {
+        attributes.push(string_kv("server.address", host));
+    }
+    attributes.push(string_kv("service.instance.id", instance));
+    attributes.push(string_kv("server.port", port));
+    attributes.push(string_kv("url.scheme", scheme));
+    Resource {
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn split_host_port(instance: &str) -> (&str, &str) {
+    if let Some(rest) = instance.strip_prefix('[')
+        && let Some((host, port)) = rest.split_once("]:")
+    {
+        return (host, port);
+    }
+    match instance.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, port),
+        _ => (instance, ""),
+    }
+}
