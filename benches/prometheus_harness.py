@@ -164,6 +164,10 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=12.0)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json")
+    ap.add_argument("--cardinality", action="store_true",
+                    help="sluice runs the cardinality processor (the issue's example rules: drop `path`, "
+                         "at most 2000 series per metric, 200 values per label in 10m, flushed every scrape); Prometheus drops "
+                         "`path` with metric_relabel_configs, so both forward the same series")
     a = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="sluice-prom-bench-")
@@ -182,6 +186,8 @@ def main() -> int:
         with open(prom_cfg, "w") as f:
             f.write(f"global: {{scrape_interval: {a.interval}s, scrape_timeout: {a.interval}s}}\n"
                     f"scrape_configs:\n  - job_name: bench\n    static_configs: [{{targets: ['{target}']}}]\n"
+                    + ("    metric_relabel_configs: [{action: labeldrop, regex: path}]\n" if a.cardinality else "")
+                    +
                     f"remote_write:\n  - url: {write_url}\n")
         prom_args = [a.prometheus, "--enable-feature=agent", f"--config.file={prom_cfg}",
                      f"--storage.agent.path={os.path.join(work, 'agent')}",
@@ -195,8 +201,14 @@ def main() -> int:
                     f"        - job_name: bench\n          scrape_interval: {a.interval}s\n"
                     f"          static_configs: [{{targets: ['{target}']}}]\n"
                     "processors:\n  batch:\n"
+                    + ("  cardinality:\n    drop_labels: [path]\n    max_series_per_metric: 2000\n"
+                       "    max_values_per_label: 200\n    window: 10m\n"
+                       # Every scrape forwarded, as Prometheus does (the default flush is 10s).
+                       f"    flush_interval: {a.interval}s\n" if a.cardinality else "")
+                    +
                     f"exporters:\n  prometheusremotewrite:\n    endpoint: {write_url}\n"
-                    "service:\n  pipelines:\n    metrics: {receivers: [prometheus], processors: [batch], "
+                    "service:\n  pipelines:\n    metrics: {receivers: [prometheus], processors: ["
+                    + ("cardinality, " if a.cardinality else "") + "batch], "
                     "exporters: [prometheusremotewrite]}\n  telemetry: {metrics: {level: none}}\n")
         results.append(run_agent("sluice", [a.sluice, "--config", sluice_cfg], sink_port, a.warmup, a.seconds,
                                  a.interval, os.path.join(work, "sluice.log")))
@@ -208,6 +220,7 @@ def main() -> int:
         "exposition_lines": int(series),
         "exposition_bytes": int(size),
         "interval_s": a.interval,
+        "cardinality": a.cardinality,
         "measured_s": a.seconds,
         "results": results,
         "cpu_ratio_sluice_over_prometheus": round(sl["cpu_seconds"] / max(prom["cpu_seconds"], 1e-9), 3),

@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod json;
+pub mod metrics_wire;
 pub mod rpc;
 pub mod wire;
 

@@ -24,11 +24,11 @@ use prost::Message;
 
 pub use config::AttributesConfig;
 
+use crate::otlp::metrics_wire::RawAttr;
 use crate::otlp::{Batch, Signal};
 use crate::processors::cardinality::aggregate::{
     Aggregator, EngineMetrics, EngineSettings, GaugeAggregation, LabelRules,
 };
-use crate::processors::cardinality::input::RawAttr;
 use crate::processors::cardinality::push_encoded;
 use crate::telemetry::Registry;
 use config::{Action, ValueSource};

@@ -15,21 +15,22 @@
 //!   `window`: a label limit that trips later applies to new series only, so no series moves
 //!   (which would count its history twice).
 
-use crate::hash::FxHashMap as HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use crate::hash::{FxHashMap as HashMap, SeriesHasher};
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    ResourceMetrics, ScopeMetrics, Sum, metric,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use prost::Message;
 
-use super::input::{self, Malformed, MetricHeader, NumberPoint, RawAttr};
+pub use crate::otlp::metrics_wire::Num;
+use crate::otlp::metrics_wire::{self as input, Malformed, MetricHeader, NumberPoint, RawAttr};
 use crate::telemetry::{Counter, Gauge as GaugeMetric, Registry};
 
 /// The attribute the SDKs put on the series that holds everything over the series limit.
@@ -163,57 +164,6 @@ impl EngineMetrics {
             .position(|r| *r == reason)
             .unwrap_or(0);
         &self.points_dropped[i]
-    }
-}
-
-/// A number as OTLP carries it; ints stay ints unless mixed with doubles.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Num {
-    Int(i64),
-    Double(f64),
-}
-
-impl Num {
-    fn as_f64(self) -> f64 {
-        match self {
-            Num::Int(i) => i as f64,
-            Num::Double(d) => d,
-        }
-    }
-
-    fn zero_like(self) -> Num {
-        match self {
-            Num::Int(_) => Num::Int(0),
-            Num::Double(_) => Num::Double(0.0),
-        }
-    }
-
-    fn add(self, other: Num) -> Num {
-        match (self, other) {
-            (Num::Int(a), Num::Int(b)) => Num::Int(a.wrapping_add(b)),
-            _ => Num::Double(self.as_f64() + other.as_f64()),
-        }
-    }
-
-    fn sub(self, other: Num) -> Num {
-        match (self, other) {
-            (Num::Int(a), Num::Int(b)) => Num::Int(a.wrapping_sub(b)),
-            _ => Num::Double(self.as_f64() - other.as_f64()),
-        }
-    }
-
-    fn less_than(self, other: Num) -> bool {
-        match (self, other) {
-            (Num::Int(a), Num::Int(b)) => a < b,
-            _ => self.as_f64() < other.as_f64(),
-        }
-    }
-
-    fn value(self) -> number_data_point::Value {
-        match self {
-            Num::Int(i) => number_data_point::Value::AsInt(i),
-            Num::Double(d) => number_data_point::Value::AsDouble(d),
-        }
     }
 }
 
@@ -1362,15 +1312,13 @@ fn has_points(data: &metric::Data) -> bool {
     }
 }
 
-/// A 128-bit hash from two differently seeded SipHashes: identities are kept as hashes, not
-/// copies of every label, and 128 bits make a collision practically impossible.
-struct Key(DefaultHasher, DefaultHasher);
+/// A 128-bit hash from two differently seeded series hashes: identities are kept as hashes,
+/// not copies of every label, and 128 bits make a collision practically impossible.
+struct Key(SeriesHasher, SeriesHasher);
 
 impl Key {
     fn new() -> Key {
-        let mut second = DefaultHasher::new();
-        0x5eed_u32.hash(&mut second);
-        Key(DefaultHasher::new(), second)
+        Key(SeriesHasher::new(), SeriesHasher::with_seed(0x5eed))
     }
 
     fn finish128(&self) -> u128 {
@@ -1386,6 +1334,26 @@ impl Hasher for Key {
     fn write(&mut self, bytes: &[u8]) {
         self.0.write(bytes);
         self.1.write(bytes);
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.0.write_u8(i);
+        self.1.write_u8(i);
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0.write_u64(i);
+        self.1.write_u64(i);
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.0.write_u128(i);
+        self.1.write_u128(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.0.write_usize(i);
+        self.1.write_usize(i);
     }
 }
 

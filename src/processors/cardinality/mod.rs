@@ -9,12 +9,10 @@
 
 pub mod aggregate;
 pub mod config;
-pub mod input;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
@@ -26,10 +24,11 @@ use regex::Regex;
 
 pub use config::CardinalityConfig;
 
+use crate::hash::{FxHashMap, NameMap, NameSet, SeriesHasher};
+use crate::otlp::metrics_wire::RawAttr;
 use crate::otlp::{Batch, Signal};
 use crate::telemetry::{Counter, Registry};
 use aggregate::{Aggregator, EngineMetrics, EngineSettings, LabelRules};
-use input::RawAttr;
 
 const METRIC_PREFIX: &str = "sluice_processor_cardinality";
 
@@ -194,22 +193,22 @@ pub(crate) fn push_encoded(signal: Signal, encoded: Vec<u8>, out: &mut Vec<Batch
 /// The configured label rules, plus the distinct values seen per metric and label.
 pub struct CardinalityRules {
     id: String,
-    drop: HashSet<String>,
+    drop: NameSet<String>,
     patterns: Vec<Regex>,
-    exempt: HashSet<String>,
+    exempt: NameSet<String>,
     /// Whether a label name is dropped by `drop_labels`/`drop_label_patterns`.
-    decided: HashMap<String, bool>,
+    decided: NameMap<String, bool>,
     max_values: usize,
     window: Duration,
     /// metric name → label name → values seen.
-    values: HashMap<String, HashMap<String, ValueTracker>>,
+    values: NameMap<String, NameMap<String, ValueTracker>>,
     limit_exceeded: Counter,
 }
 
 #[derive(Default)]
 struct ValueTracker {
     /// Hash of each value → when last seen.
-    seen: HashMap<u64, Instant>,
+    seen: FxHashMap<u64, Instant>,
     /// While set and in the future, the label is removed from new series of the metric.
     dropped_until: Option<Instant>,
 }
@@ -222,10 +221,10 @@ impl CardinalityRules {
             // Validated when the config was read.
             patterns: config.patterns().unwrap_or_default(),
             exempt: config.exempt_labels.iter().cloned().collect(),
-            decided: HashMap::new(),
+            decided: NameMap::default(),
             max_values: config.max_values_per_label,
             window: config.window,
-            values: HashMap::new(),
+            values: NameMap::default(),
             limit_exceeded: registry.counter(
                 &format!("{METRIC_PREFIX}_label_value_limit_exceeded_total"),
                 "Times a label exceeded max_values_per_label for a metric and was dropped.",
@@ -279,7 +278,7 @@ impl LabelRules for CardinalityRules {
             if self.exempt.contains(kv.key) || self.configured_drop(kv.key) {
                 continue;
             }
-            let mut h = std::hash::DefaultHasher::new();
+            let mut h = SeriesHasher::new();
             h.write(kv.value_bytes());
             let value = h.finish();
             let labels = match self.values.get_mut(metric) {
