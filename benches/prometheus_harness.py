@@ -204,7 +204,7 @@ def main() -> int:
                     + ("  cardinality:\n    drop_labels: [path]\n    max_series_per_metric: 2000\n"
                        "    max_values_per_label: 200\n    window: 10m\n"
                        # Every scrape forwarded, as Prometheus does (the default flush is 10s).
-                       f"    flush_interval: {a.interval}s\n" if a.cardinality else "")
+                       "    flush_interval: 0s\n" if a.cardinality else "")
                     +
                     f"exporters:\n  prometheusremotewrite:\n    endpoint: {write_url}\n"
                     "service:\n  pipelines:\n    metrics: {receivers: [prometheus], processors: ["

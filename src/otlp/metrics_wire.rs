@@ -68,13 +68,13 @@ pub struct RawAttr<'a> {
     pub encoded: &'a [u8],
 }
 
-impl RawAttr<'_> {
+impl<'a> RawAttr<'a> {
     pub fn decode(&self) -> Result<KeyValue, prost::DecodeError> {
         KeyValue::decode(self.encoded)
     }
 
     /// The encoded `AnyValue` (empty when unset), to tell values apart without decoding.
-    pub fn value_bytes(&self) -> &[u8] {
+    pub fn value_bytes(&self) -> &'a [u8] {
         fields(self.encoded)
             .filter_map(Result::ok)
             .filter(|f| f.number == 2)

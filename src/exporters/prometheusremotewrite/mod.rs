@@ -14,8 +14,6 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use prost::Message;
 use serde::Deserialize;
 
 use super::{Delivered, ExportError, QueueConfig, RetryConfig, TlsClientConfig, check_plaintext};
@@ -235,27 +233,27 @@ impl PrometheusRemoteWriteExporter {
                 "prometheusremotewrite exports metrics only, not {signal}"
             )));
         }
-        let request = ExportMetricsServiceRequest::decode(payload.as_ref())
-            .map_err(|e| ExportError::Permanent(format!("invalid OTLP metrics: {e}")))?;
-        let translated = translate::translate(&request, &self.settings);
+        let translated =
+            translate::translate(payload, &self.settings, self.max_batch_size_bytes)
+                .map_err(|e| ExportError::Permanent(format!("invalid OTLP metrics: {e}")))?;
         if translated.dropped > 0 {
             tracing::debug!(
                 dropped = translated.dropped,
                 "Exponential histogram points cannot be sent as classic series; dropped."
             );
         }
-        for chunk in split(translated.series, self.max_batch_size_bytes) {
-            self.post(&chunk).await?;
+        for encoded in &translated.requests {
+            self.post(encoded).await?;
         }
         Ok(Delivered {
             rejected: translated.dropped,
         })
     }
 
-    async fn post(&self, request: &prompb::WriteRequest) -> Result<(), ExportError> {
-        let encoded = request.encode_to_vec();
+    /// Posts one encoded `WriteRequest`, snappy-compressed.
+    async fn post(&self, encoded: &[u8]) -> Result<(), ExportError> {
         let body = snap::raw::Encoder::new()
-            .compress_vec(&encoded)
+            .compress_vec(encoded)
             .map_err(|e| ExportError::Permanent(format!("snappy compression failed: {e}")))?;
         let mut http_request = http::Request::post(self.url.clone())
             .header(http::header::CONTENT_ENCODING, "snappy")
@@ -290,38 +288,19 @@ impl PrometheusRemoteWriteExporter {
     }
 }
 
-/// Splits series into requests of at most `max_bytes` encoded (a single larger series still
-/// goes alone).
-pub fn split(series: Vec<prompb::TimeSeries>, max_bytes: usize) -> Vec<prompb::WriteRequest> {
-    let mut out = Vec::new();
-    let mut current = prompb::WriteRequest::default();
-    let mut size = 0usize;
-    for ts in series {
-        let len = ts.encoded_len() + 5;
-        if size + len > max_bytes && !current.timeseries.is_empty() {
-            out.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += len;
-        current.timeseries.push(ts);
-    }
-    if !current.timeseries.is_empty() {
-        out.push(current);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
     use http_body_util::BodyExt;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::metrics::v1::{
         Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
 
     type Seen = Arc<Mutex<Vec<(http::HeaderMap, Bytes)>>>;
 

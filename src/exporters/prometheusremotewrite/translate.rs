@@ -3,14 +3,21 @@
 //! `_total` suffixes, label sanitising, `job`/`instance` from the resource, `target_info`,
 //! classic histogram buckets, summary quantiles, and no-recorded-value points as stale NaN.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::hash::Hasher;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{HistogramDataPoint, SummaryDataPoint};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
 
-use super::prompb::{Sample, TimeSeries};
-use crate::hash::FxHashMap;
+use crate::hash::{FxHashMap, SeriesHasher};
+use crate::otlp::metrics_wire::{self as input, Malformed, RawAttr};
+use crate::otlp::wire::{
+    fields, fixed64_field_len, len_field_len, varint_field_len, write_fixed64, write_len_field,
+    write_len_header, write_varint_field,
+};
 
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 const NO_RECORDED_VALUE: u32 = 1;
@@ -24,107 +31,155 @@ pub struct Settings {
     pub target_info: bool,
 }
 
-/// The series of one request, sorted by labels, samples sorted by time; and the number of
-/// data points that could not be translated (exponential histograms).
+/// One request's series as encoded `WriteRequest`s of at most the size asked for (a single
+/// larger series still goes alone), series in first-seen order with their samples sorted by
+/// time; and the number of data points that could not be translated (exponential
+/// histograms).
 pub struct Translated {
-    pub series: Vec<TimeSeries>,
+    pub requests: Vec<Vec<u8>>,
+    pub series: usize,
     pub dropped: u64,
 }
 
-type LabelSet = Vec<(String, String)>;
+/// An attribute as a label source: its original key and its value as text.
+type Attr<'a> = (&'a str, Cow<'a, str>);
+type LabelSet<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 /// Series in first-seen order (the order of the OTLP request, so of the scrape, which keeps
-/// similar label sets together and compresses well), each with its samples.
+/// similar label sets together and compresses well). A label set is known by its hash and
+/// encoded once, when first seen; samples are collected flat and grouped at the end.
 #[derive(Default)]
-struct SeriesMap {
-    index: FxHashMap<LabelSet, usize>,
-    samples: Vec<Vec<Sample>>,
+struct SeriesWriter {
+    index: FxHashMap<u64, u32>,
+    /// Encoded `TimeSeries.labels` fields of every series, one after the other.
+    labels: Vec<u8>,
+    series: Vec<std::ops::Range<usize>>,
+    /// (series, timestamp ms, value).
+    samples: Vec<(u32, i64, f64)>,
 }
 
-pub fn translate(request: &ExportMetricsServiceRequest, settings: &Settings) -> Translated {
-    // Sized for the series the request can make, so the map never rehashes its label sets.
-    let series = series_bound(request);
-    let mut out = SeriesMap {
-        index: FxHashMap::with_capacity_and_hasher(series, Default::default()),
-        samples: Vec::with_capacity(series),
-    };
-    let mut dropped = 0u64;
-    for rm in &request.resource_metrics {
-        let resource_attrs: &[KeyValue] = rm
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or(&[]);
-        let base = ResourceLabels::new(resource_attrs, settings);
-        let mut latest_ms: Option<i64> = None;
-        for sm in &rm.scope_metrics {
-            for m in &sm.metrics {
-                let (n, last) = add_metric(m, &base, settings, &mut out);
-                dropped += n;
-                if let Some(ts) = last {
-                    latest_ms = Some(latest_ms.map_or(ts, |l: i64| l.max(ts)));
+impl SeriesWriter {
+    fn push(&mut self, labels: &LabelSet<'_>, value: f64, ts: i64) {
+        let mut h = SeriesHasher::new();
+        for (k, v) in labels {
+            h.write(k.as_bytes());
+            h.write_u8(0xff);
+            h.write(v.as_bytes());
+            h.write_u8(0xff);
+        }
+        let next = self.series.len() as u32;
+        let i = *self.index.entry(h.finish()).or_insert(next);
+        if i == next {
+            let start = self.labels.len();
+            for (k, v) in labels {
+                // Label: name 1, value 2 (values are never empty here).
+                let len = len_field_len(1, k.len()) + len_field_len(2, v.len());
+                write_len_header(1, len, &mut self.labels);
+                write_len_field(1, k.as_bytes(), &mut self.labels);
+                write_len_field(2, v.as_bytes(), &mut self.labels);
+            }
+            self.series.push(start..self.labels.len());
+        }
+        self.samples.push((i, ts, value));
+    }
+
+    fn finish(mut self, max_bytes: usize) -> Vec<Vec<u8>> {
+        // Stable, and nearly sorted already (most series have one sample).
+        self.samples.sort_by_key(|s| (s.0, s.1));
+        let sample_len = |ts: i64, v: f64| {
+            let value = if v == 0.0 { 0 } else { fixed64_field_len(1) };
+            let time = if ts == 0 {
+                0
+            } else {
+                varint_field_len(2, ts as u64)
+            };
+            value + time
+        };
+        let mut requests = Vec::new();
+        let mut current: Vec<u8> = Vec::new();
+        let mut at = 0;
+        while at < self.samples.len() {
+            let series = self.samples[at].0;
+            let end = at + self.samples[at..].partition_point(|s| s.0 == series);
+            let labels = &self.labels[self.series[series as usize].clone()];
+            let payload = labels.len()
+                + self.samples[at..end]
+                    .iter()
+                    .map(|(_, ts, v)| len_field_len(2, sample_len(*ts, *v)))
+                    .sum::<usize>();
+            let field = len_field_len(1, payload);
+            if !current.is_empty() && current.len() + field > max_bytes {
+                requests.push(std::mem::take(&mut current));
+            }
+            if current.is_empty() {
+                current.reserve(max_bytes.min(self.labels.len() + self.samples.len() * 24));
+            }
+            write_len_header(1, payload, &mut current);
+            current.extend_from_slice(labels);
+            for (_, ts, v) in &self.samples[at..end] {
+                write_len_header(2, sample_len(*ts, *v), &mut current);
+                if *v != 0.0 {
+                    write_fixed64(1, v.to_bits(), &mut current);
+                }
+                if *ts != 0 {
+                    write_varint_field(2, *ts as u64, &mut current);
                 }
             }
+            at = end;
         }
-        if settings.target_info
-            && let Some(ts) = latest_ms
-        {
-            add_target_info(resource_attrs, &base, settings, ts, &mut out);
+        if !current.is_empty() {
+            requests.push(current);
         }
+        requests
     }
-    let mut ordered: Vec<(usize, LabelSet)> = out.index.into_iter().map(|(l, i)| (i, l)).collect();
-    ordered.sort_unstable_by_key(|(i, _)| *i);
-    let mut all_samples = out.samples;
-    let series = ordered
-        .into_iter()
-        .map(|(i, labels)| {
-            let mut samples = std::mem::take(&mut all_samples[i]);
-            samples.sort_by_key(|s| s.timestamp);
-            TimeSeries {
-                labels: labels
-                    .into_iter()
-                    .map(|(name, value)| super::prompb::Label { name, value })
-                    .collect(),
-                samples,
-            }
-        })
-        .collect();
-    Translated { series, dropped }
 }
 
-/// At most how many series a request translates into: a series per number point, a bucket
-/// per bound plus `+Inf`, `_sum` and `_count` per histogram point, a quantile each plus
-/// `_sum` and `_count` per summary point, and `target_info` per resource.
-fn series_bound(request: &ExportMetricsServiceRequest) -> usize {
-    let mut n = 0;
-    for rm in &request.resource_metrics {
-        n += 1;
-        for m in rm.scope_metrics.iter().flat_map(|sm| &sm.metrics) {
-            n += match &m.data {
-                Some(metric::Data::Gauge(g)) => g.data_points.len(),
-                Some(metric::Data::Sum(s)) => s.data_points.len(),
-                Some(metric::Data::Histogram(h)) => h
-                    .data_points
-                    .iter()
-                    .map(|p| p.explicit_bounds.len() + 3)
-                    .sum(),
-                Some(metric::Data::Summary(s)) => s
-                    .data_points
-                    .iter()
-                    .map(|p| p.quantile_values.len() + 2)
-                    .sum(),
-                _ => 0,
-            };
+pub fn translate(
+    payload: &[u8],
+    settings: &Settings,
+    max_bytes: usize,
+) -> Result<Translated, Malformed> {
+    let mut out = SeriesWriter::default();
+    out.index.reserve(payload.len() / 64);
+    let mut dropped = 0u64;
+    for rm in input::repeated(payload, 1) {
+        dropped += add_resource(rm?, settings, &mut out)?;
+    }
+    let series = out.series.len();
+    Ok(Translated {
+        requests: out.finish(max_bytes),
+        series,
+        dropped,
+    })
+}
+
+fn add_resource(rm: &[u8], settings: &Settings, out: &mut SeriesWriter) -> Result<u64, Malformed> {
+    let resource = Resource::decode(input::last_len(rm, 1)?)?;
+    let base = ResourceLabels::new(&resource.attributes, settings);
+    let mut latest_ms: Option<i64> = None;
+    let mut dropped = 0;
+    for sm in input::repeated(rm, 2) {
+        for m in input::repeated(sm?, 2) {
+            let (n, last) = add_metric(m?, &base, settings, out)?;
+            dropped += n;
+            if let Some(ts) = last {
+                latest_ms = Some(latest_ms.map_or(ts, |l: i64| l.max(ts)));
+            }
         }
     }
-    n
+    if settings.target_info
+        && let Some(ts) = latest_ms
+    {
+        add_target_info(&resource.attributes, &base, settings, ts, out);
+    }
+    Ok(dropped)
 }
 
 /// What every series of a resource carries: `job`, `instance`, promoted resource attributes.
 struct ResourceLabels {
     job: Option<String>,
     instance: Option<String>,
-    promoted: Vec<KeyValue>,
+    promoted: Vec<(String, String)>,
 }
 
 impl ResourceLabels {
@@ -143,7 +198,10 @@ impl ResourceLabels {
             job,
             instance: get("service.instance.id"),
             promoted: if settings.resource_to_telemetry {
-                attrs.to_vec()
+                attrs
+                    .iter()
+                    .map(|kv| (kv.key.clone(), value_string(&kv.value)))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -154,26 +212,23 @@ impl ResourceLabels {
 /// The collector's `createAttributes`: sanitised attributes (colliding names joined with
 /// `;`), promoted resource attributes, `job`/`instance`, external labels that are not
 /// already set, then the extra label (`le`, `quantile`) and the name.
-fn labels(
-    attrs: &[KeyValue],
-    base: &ResourceLabels,
-    settings: &Settings,
-    extra: Option<(&str, String)>,
-    name: &str,
-) -> LabelSet {
-    let n = attrs.len() + base.promoted.len();
-    let mut set: LabelSet = Vec::with_capacity(n + 4 + settings.external_labels.len());
+fn labels<'a>(
+    attrs: &[Attr<'a>],
+    base: &'a ResourceLabels,
+    settings: &'a Settings,
+    extra: Option<(&'a str, Cow<'a, str>)>,
+    name: &'a str,
+) -> LabelSet<'a> {
+    let mut set: LabelSet = Vec::with_capacity(attrs.len() + base.promoted.len() + 4);
     // Sanitised names, ordered by (name, original key) so colliding values join in key order.
-    let mut keyed: Vec<(String, &str, String)> = attrs
+    let mut keyed: Vec<(Cow<str>, &str, Cow<str>)> = attrs
         .iter()
-        .chain(base.promoted.iter())
-        .map(|kv| {
-            (
-                normalize_label(&kv.key),
-                kv.key.as_str(),
-                value_string(&kv.value),
-            )
-        })
+        .map(|(k, v)| (label_name(k), *k, v.clone()))
+        .chain(
+            base.promoted
+                .iter()
+                .map(|(k, v)| (label_name(k), k.as_str(), Cow::Borrowed(v.as_str()))),
+        )
         .collect();
     if keyed.len() > 1 {
         keyed.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -181,178 +236,171 @@ fn labels(
     for (key, _, value) in keyed {
         match set.last_mut() {
             Some((k, v)) if *k == key => {
-                v.push(';');
-                v.push_str(&value);
+                let joined = v.to_mut();
+                joined.push(';');
+                joined.push_str(&value);
             }
             _ => set.push((key, value)),
         }
     }
-    let put = |set: &mut LabelSet, k: &str, v: String, overwrite: bool| match set
-        .binary_search_by(|(x, _)| x.as_str().cmp(k))
+    let put = |set: &mut LabelSet<'a>, k: &'a str, v: Cow<'a, str>, overwrite: bool| match set
+        .binary_search_by(|(x, _)| x.as_ref().cmp(k))
     {
         Ok(i) if overwrite => set[i].1 = v,
         Ok(_) => {}
-        Err(i) => set.insert(i, (k.to_string(), v)),
+        Err(i) => set.insert(i, (Cow::Borrowed(k), v)),
     };
     if let Some(job) = &base.job {
-        put(&mut set, "job", job.clone(), true);
+        put(&mut set, "job", Cow::Borrowed(job), true);
     }
     if let Some(instance) = &base.instance {
-        put(&mut set, "instance", instance.clone(), true);
+        put(&mut set, "instance", Cow::Borrowed(instance), true);
     }
     for (k, v) in &settings.external_labels {
-        put(&mut set, k, v.clone(), false);
+        put(&mut set, k, Cow::Borrowed(v), false);
     }
     if let Some((k, v)) = extra {
         put(&mut set, k, v, true);
     }
-    put(&mut set, "__name__", name.to_string(), true);
+    put(&mut set, "__name__", Cow::Borrowed(name), true);
     set.retain(|(_, v)| !v.is_empty());
     set
-}
-
-fn push(out: &mut SeriesMap, labels: LabelSet, value: f64, ts: i64) {
-    let sample = Sample {
-        value,
-        timestamp: ts,
-    };
-    let next = out.samples.len();
-    let i = *out.index.entry(labels).or_insert(next);
-    if i == next {
-        out.samples.push(vec![sample]);
-    } else {
-        out.samples[i].push(sample);
-    }
 }
 
 fn ms(ns: u64) -> i64 {
     (ns / 1_000_000) as i64
 }
 
+/// An encoded attribute as a label source; a string value is borrowed from the request.
+fn raw_attr<'a>(a: &RawAttr<'a>) -> Result<Attr<'a>, Malformed> {
+    let value = a.value_bytes();
+    let mut string: Option<&[u8]> = None;
+    let mut other = false;
+    for f in fields(value) {
+        let f = f?;
+        if f.number == 1 {
+            string = Some(f.expect_len()?);
+            other = false;
+        } else {
+            string = None;
+            other = true;
+        }
+    }
+    let text = match (string, other) {
+        (Some(s), _) => Cow::Borrowed(input::str_of(s)?),
+        (None, false) => Cow::Borrowed(""),
+        (None, true) => Cow::Owned(value_string(&Some(AnyValue::decode(value)?))),
+    };
+    Ok((a.key, text))
+}
+
+fn kv_attrs(attrs: &[KeyValue]) -> Vec<Attr<'_>> {
+    attrs
+        .iter()
+        .map(|kv| (kv.key.as_str(), value_text(&kv.value)))
+        .collect()
+}
+
 /// Adds a metric's points; returns the points it could not translate and the latest timestamp.
 fn add_metric(
-    m: &Metric,
+    m: &[u8],
     base: &ResourceLabels,
     settings: &Settings,
-    out: &mut SeriesMap,
-) -> (u64, Option<i64>) {
+    out: &mut SeriesWriter,
+) -> Result<(u64, Option<i64>), Malformed> {
+    let header = input::read_metric_header(m)?;
+    let Some((field, data)) = header.data else {
+        return Ok((0, None));
+    };
     let mut latest: Option<i64> = None;
     let mut seen = |ts: i64| latest = Some(latest.map_or(ts, |l: i64| l.max(ts)));
-    let Some(data) = &m.data else {
-        return (0, None);
-    };
     let stale = f64::from_bits(STALE_NAN);
-    match data {
-        metric::Data::Gauge(_) | metric::Data::Sum(_) => {
-            let (points, monotonic) = match data {
-                metric::Data::Gauge(g) => (&g.data_points, false),
-                metric::Data::Sum(s) => (&s.data_points, s.is_monotonic),
-                _ => return (0, None),
+    match field {
+        // Gauge, sum.
+        5 | 7 => {
+            let kind = match field {
+                5 => NameKind::Gauge,
+                _ if input::read_shape(data)?.1 => NameKind::Counter,
+                _ => NameKind::Other,
             };
-            let kind = if monotonic {
-                NameKind::Counter
-            } else if matches!(data, metric::Data::Gauge(_)) {
-                NameKind::Gauge
-            } else {
-                NameKind::Other
-            };
-            let name = metric_name(&m.name, &m.unit, kind, settings);
-            for p in points {
-                let ts = ms(p.time_unix_nano);
+            let name = metric_name(header.name, header.unit, kind, settings);
+            let mut raw = Vec::new();
+            for p in input::points(data) {
+                raw.clear();
+                let p = input::read_number_point(p?, &mut raw)?;
+                let ts = ms(p.time);
                 seen(ts);
                 let value = if p.flags & NO_RECORDED_VALUE != 0 {
                     stale
                 } else {
                     match p.value {
-                        Some(number_data_point::Value::AsDouble(v)) => v,
-                        Some(number_data_point::Value::AsInt(i)) => i as f64,
+                        Some(v) => v.as_f64(),
                         None => continue,
                     }
                 };
-                push(
-                    out,
-                    labels(&p.attributes, base, settings, None, &name),
-                    value,
-                    ts,
-                );
+                let attrs = raw.iter().map(raw_attr).collect::<Result<Vec<_>, _>>()?;
+                out.push(&labels(&attrs, base, settings, None, &name), value, ts);
             }
-            (0, latest)
         }
-        metric::Data::Histogram(h) => {
-            let name = metric_name(&m.name, &m.unit, NameKind::Other, settings);
-            for p in &h.data_points {
+        // Histogram.
+        9 => {
+            let name = metric_name(header.name, header.unit, NameKind::Other, settings);
+            let (sum_name, count_name) = (format!("{name}_sum"), format!("{name}_count"));
+            let bucket = format!("{name}_bucket");
+            for p in input::points(data) {
+                let p = HistogramDataPoint::decode(p?)?;
+                let attrs = kv_attrs(&p.attributes);
                 let ts = ms(p.time_unix_nano);
                 seen(ts);
                 let is_stale = p.flags & NO_RECORDED_VALUE != 0;
                 let v = |x: f64| if is_stale { stale } else { x };
                 if let Some(sum) = p.sum.or(is_stale.then_some(0.0)) {
-                    let l = labels(&p.attributes, base, settings, None, &format!("{name}_sum"));
-                    push(out, l, v(sum), ts);
+                    out.push(&labels(&attrs, base, settings, None, &sum_name), v(sum), ts);
                 }
-                let l = labels(
-                    &p.attributes,
-                    base,
-                    settings,
-                    None,
-                    &format!("{name}_count"),
-                );
-                push(out, l, v(p.count as f64), ts);
-                let bucket = format!("{name}_bucket");
+                let l = labels(&attrs, base, settings, None, &count_name);
+                out.push(&l, v(p.count as f64), ts);
                 let mut cumulative = 0u64;
                 for (i, bound) in p.explicit_bounds.iter().enumerate() {
                     cumulative += p.bucket_counts.get(i).copied().unwrap_or(0);
-                    let l = labels(
-                        &p.attributes,
-                        base,
-                        settings,
-                        Some(("le", format_float(*bound))),
-                        &bucket,
-                    );
-                    push(out, l, v(cumulative as f64), ts);
+                    let le = Some(("le", Cow::Owned(format_float(*bound))));
+                    let l = labels(&attrs, base, settings, le, &bucket);
+                    out.push(&l, v(cumulative as f64), ts);
                 }
-                let l = labels(
-                    &p.attributes,
-                    base,
-                    settings,
-                    Some(("le", "+Inf".into())),
-                    &bucket,
-                );
-                push(out, l, v(p.count as f64), ts);
+                let le = Some(("le", Cow::Borrowed("+Inf")));
+                let l = labels(&attrs, base, settings, le, &bucket);
+                out.push(&l, v(p.count as f64), ts);
             }
-            (0, latest)
         }
-        metric::Data::Summary(s) => {
-            let name = metric_name(&m.name, &m.unit, NameKind::Other, settings);
-            for p in &s.data_points {
+        // Summary.
+        11 => {
+            let name = metric_name(header.name, header.unit, NameKind::Other, settings);
+            let (sum_name, count_name) = (format!("{name}_sum"), format!("{name}_count"));
+            for p in input::points(data) {
+                let p = SummaryDataPoint::decode(p?)?;
+                let attrs = kv_attrs(&p.attributes);
                 let ts = ms(p.time_unix_nano);
                 seen(ts);
                 let is_stale = p.flags & NO_RECORDED_VALUE != 0;
                 let v = |x: f64| if is_stale { stale } else { x };
-                let l = labels(&p.attributes, base, settings, None, &format!("{name}_sum"));
-                push(out, l, v(p.sum), ts);
-                let l = labels(
-                    &p.attributes,
-                    base,
-                    settings,
-                    None,
-                    &format!("{name}_count"),
+                out.push(
+                    &labels(&attrs, base, settings, None, &sum_name),
+                    v(p.sum),
+                    ts,
                 );
-                push(out, l, v(p.count as f64), ts);
+                let l = labels(&attrs, base, settings, None, &count_name);
+                out.push(&l, v(p.count as f64), ts);
                 for q in &p.quantile_values {
-                    let l = labels(
-                        &p.attributes,
-                        base,
-                        settings,
-                        Some(("quantile", format_float(q.quantile))),
-                        &name,
-                    );
-                    push(out, l, v(q.value), ts);
+                    let quantile = Some(("quantile", Cow::Owned(format_float(q.quantile))));
+                    let l = labels(&attrs, base, settings, quantile, &name);
+                    out.push(&l, v(q.value), ts);
                 }
             }
-            (0, latest)
         }
-        metric::Data::ExponentialHistogram(e) => (e.data_points.len() as u64, None),
+        // Exponential histogram: no classic series.
+        10 => return Ok((input::points(data).count() as u64, None)),
+        _ => {}
     }
+    Ok((0, latest))
 }
 
 /// `target_info` with every resource attribute but the ones `job`/`instance` come from.
@@ -361,17 +409,16 @@ fn add_target_info(
     base: &ResourceLabels,
     settings: &Settings,
     ts: i64,
-    out: &mut SeriesMap,
+    out: &mut SeriesWriter,
 ) {
-    let rest: Vec<KeyValue> = attrs
-        .iter()
-        .filter(|kv| {
+    let rest: Vec<Attr> = kv_attrs(attrs)
+        .into_iter()
+        .filter(|(k, _)| {
             !matches!(
-                kv.key.as_str(),
+                *k,
                 "service.name" | "service.namespace" | "service.instance.id"
             )
         })
-        .cloned()
         .collect();
     if rest.is_empty() {
         return;
@@ -386,7 +433,7 @@ fn add_target_info(
         instance: base.instance.clone(),
         promoted: Vec::new(),
     };
-    push(out, labels(&rest, &plain, settings, None, &name), 1.0, ts);
+    out.push(&labels(&rest, &plain, settings, None, &name), 1.0, ts);
 }
 
 /// A float as Go's `strconv.FormatFloat(f, 'f', -1, 64)` writes it.
@@ -399,6 +446,15 @@ pub fn format_float(v: f64) -> String {
         "-Inf".into()
     } else {
         format!("{v}")
+    }
+}
+
+fn value_text(v: &Option<AnyValue>) -> Cow<'_, str> {
+    match v {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(s)),
+        }) => Cow::Borrowed(s),
+        other => Cow::Owned(value_string(other)),
     }
 }
 
@@ -435,6 +491,19 @@ fn value_string(v: &Option<AnyValue>) -> String {
             format!("{{{}}}", items.join(","))
         }
         _ => String::new(),
+    }
+}
+
+/// [`normalize_label`] without allocating for a name that is already valid (most are).
+fn label_name(label: &str) -> Cow<'_, str> {
+    let b = label.as_bytes();
+    let valid = b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && b.first().is_some_and(|c| !c.is_ascii_digit())
+        && !(b[0] == b'_' && b.get(1) != Some(&b'_'));
+    if valid {
+        Cow::Borrowed(label)
+    } else {
+        Cow::Owned(normalize_label(label))
     }
 }
 

@@ -1,9 +1,47 @@
 use super::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Histogram, HistogramDataPoint, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     Summary, SummaryDataPoint, summary_data_point::ValueAtQuantile,
 };
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::super::prompb::{TimeSeries, WriteRequest};
+
+/// The translation decoded back; every request is checked to be what prost would write.
+struct Decoded {
+    series: Vec<TimeSeries>,
+    dropped: u64,
+}
+
+fn translate_max(
+    request: &ExportMetricsServiceRequest,
+    settings: &Settings,
+    max: usize,
+) -> (Vec<Vec<u8>>, Decoded) {
+    let out = super::translate(&request.encode_to_vec(), settings, max).unwrap();
+    let mut series = Vec::new();
+    for r in &out.requests {
+        let decoded = WriteRequest::decode(r.as_slice()).unwrap();
+        assert_eq!(&decoded.encode_to_vec(), r);
+        series.extend(decoded.timeseries);
+    }
+    assert_eq!(series.len(), out.series);
+    (
+        out.requests,
+        Decoded {
+            series,
+            dropped: out.dropped,
+        },
+    )
+}
+
+fn translate(request: &ExportMetricsServiceRequest, settings: &Settings) -> Decoded {
+    let (requests, decoded) = translate_max(request, settings, usize::MAX);
+    assert!(requests.len() <= 1);
+    decoded
+}
 
 fn with_suffixes() -> Settings {
     Settings {
@@ -410,22 +448,39 @@ fn summaries_become_quantiles() {
 
 #[test]
 fn requests_split_at_the_size_limit() {
-    let series: Vec<TimeSeries> = (0..100)
-        .map(|i| TimeSeries {
-            labels: vec![super::super::prompb::Label {
-                name: "__name__".into(),
-                value: format!("metric_{i:04}"),
-            }],
-            samples: vec![Sample {
-                value: 1.0,
-                timestamp: 1,
-            }],
+    let metrics = (0..100)
+        .map(|i| Metric {
+            name: format!("metric_{i:04}"),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![number(vec![], 1, 1.0, 0)],
+            })),
+            ..Default::default()
         })
         .collect();
-    let one = super::super::split(series.clone(), 1 << 20);
+    let request = request(metrics);
+    let settings = Settings::default();
+    let (one, _) = translate_max(&request, &settings, 1 << 20);
     assert_eq!(one.len(), 1);
-    let many = super::super::split(series, 500);
+    let (many, decoded) = translate_max(&request, &settings, 500);
     assert!(many.len() > 1);
-    assert_eq!(many.iter().map(|r| r.timeseries.len()).sum::<usize>(), 100);
-    assert!(many.iter().all(|r| prost::Message::encoded_len(r) <= 500));
+    assert_eq!(decoded.series.len(), 100);
+    assert!(many.iter().all(|r| r.len() <= 500));
+}
+
+#[test]
+fn exponential_histogram_points_are_counted_as_dropped() {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, ExponentialHistogramDataPoint,
+    };
+    let metrics = vec![Metric {
+        name: "latency".into(),
+        data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![ExponentialHistogramDataPoint::default(); 2],
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    }];
+    let out = translate(&request(metrics), &with_suffixes());
+    assert_eq!(out.dropped, 2);
+    assert!(out.series.is_empty());
 }
