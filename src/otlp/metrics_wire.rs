@@ -5,10 +5,12 @@
 //! over its bytes instead of 150,000 allocations.
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::number_data_point;
 use prost::Message;
 
-use crate::otlp::wire::{Field, WireError, fields};
+use crate::otlp::wire::{
+    Field, WireError, fields, fixed64_field_len, len_field_len, varint_field_len, write_fixed64,
+    write_len_field, write_len_header, write_varint_field,
+};
 
 /// A number as OTLP carries it; ints stay ints unless mixed with doubles.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,13 +52,6 @@ impl Num {
         match (self, other) {
             (Num::Int(a), Num::Int(b)) => a < b,
             _ => self.as_f64() < other.as_f64(),
-        }
-    }
-
-    pub(crate) fn value(self) -> number_data_point::Value {
-        match self {
-            Num::Int(i) => number_data_point::Value::AsInt(i),
-            Num::Double(d) => number_data_point::Value::AsDouble(d),
         }
     }
 }
@@ -248,4 +243,151 @@ pub fn read_shape(data: &[u8]) -> Result<(i32, bool), WireError> {
 /// The data points (field 1) of a gauge, sum or histogram.
 pub fn points(data: &[u8]) -> impl Iterator<Item = Result<&[u8], WireError>> {
     repeated(data, 1)
+}
+
+// Writing points. Attributes come encoded as `KeyValue` fields tagged for field 7 (the
+// attributes of number and summary points); histogram points (field 9) re-tag them.
+
+/// Field of `NumberDataPoint.attributes` and `SummaryDataPoint.attributes`.
+pub const ATTRIBUTES: u32 = 7;
+const HISTOGRAM_ATTRIBUTES: u32 = 9;
+
+/// The size of `attrs` once tagged for `field`.
+pub fn attrs_len(field: u32, attrs: &[u8]) -> usize {
+    if field == ATTRIBUTES {
+        return attrs.len();
+    }
+    fields(attrs)
+        .filter_map(Result::ok)
+        .map(|f| f.expect_len().map_or(0, |p| len_field_len(field, p.len())))
+        .sum()
+}
+
+pub fn write_attrs(field: u32, attrs: &[u8], out: &mut Vec<u8>) {
+    if field == ATTRIBUTES {
+        out.extend_from_slice(attrs);
+        return;
+    }
+    for f in fields(attrs).filter_map(Result::ok) {
+        if let Ok(payload) = f.expect_len() {
+            write_len_field(field, payload, out);
+        }
+    }
+}
+
+pub fn fixed64_if(field: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        fixed64_field_len(field)
+    }
+}
+
+pub fn write_fixed64_if(field: u32, value: u64, out: &mut Vec<u8>) {
+    if value != 0 {
+        write_fixed64(field, value, out);
+    }
+}
+
+pub fn varint_if(field: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        varint_field_len(field, value)
+    }
+}
+
+pub fn write_varint_if(field: u32, value: u64, out: &mut Vec<u8>) {
+    if value != 0 {
+        write_varint_field(field, value, out);
+    }
+}
+
+/// A `NumberDataPoint` as a `data_points` field, what prost writes for it.
+pub fn write_number_point(
+    attrs: &[u8],
+    start: u64,
+    time: u64,
+    value: Num,
+    flags: u32,
+    out: &mut Vec<u8>,
+) {
+    // start 2, time 3, as_double 4 / as_int 6 (a oneof: always written), attributes 7,
+    // flags 8.
+    let len = fixed64_if(2, start)
+        + fixed64_if(3, time)
+        + fixed64_field_len(4)
+        + attrs.len()
+        + varint_if(8, u64::from(flags));
+    write_len_header(1, len, out);
+    write_fixed64_if(2, start, out);
+    write_fixed64_if(3, time, out);
+    match value {
+        Num::Double(d) => write_fixed64(4, d.to_bits(), out),
+        Num::Int(i) => write_fixed64(6, i as u64, out),
+    }
+    out.extend_from_slice(attrs);
+    write_varint_if(8, u64::from(flags), out);
+}
+
+/// A histogram point's values.
+#[derive(Default)]
+pub struct HistogramValues<'a> {
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub bucket_counts: &'a [u64],
+    pub bounds: &'a [f64],
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// A `HistogramDataPoint` as a `data_points` field, what prost writes for it.
+pub fn write_histogram_point(
+    attrs: &[u8],
+    start: u64,
+    time: u64,
+    values: &HistogramValues<'_>,
+    flags: u32,
+    out: &mut Vec<u8>,
+) {
+    // start 2, time 3, count 4, sum 5, bucket_counts 6 (packed), explicit_bounds 7
+    // (packed), attributes 9, flags 10, min 11, max 12.
+    let packed = |n: usize| if n == 0 { 0 } else { len_field_len(6, n * 8) };
+    let optional = |field, v: Option<f64>| v.map_or(0, |_| fixed64_field_len(field));
+    let len = fixed64_if(2, start)
+        + fixed64_if(3, time)
+        + fixed64_if(4, values.count)
+        + optional(5, values.sum)
+        + packed(values.bucket_counts.len())
+        + packed(values.bounds.len())
+        + attrs_len(HISTOGRAM_ATTRIBUTES, attrs)
+        + varint_if(10, u64::from(flags))
+        + optional(11, values.min)
+        + optional(12, values.max);
+    write_len_header(1, len, out);
+    write_fixed64_if(2, start, out);
+    write_fixed64_if(3, time, out);
+    write_fixed64_if(4, values.count, out);
+    if let Some(sum) = values.sum {
+        write_fixed64(5, sum.to_bits(), out);
+    }
+    if !values.bucket_counts.is_empty() {
+        write_len_header(6, values.bucket_counts.len() * 8, out);
+        for c in values.bucket_counts {
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+    }
+    if !values.bounds.is_empty() {
+        write_len_header(7, values.bounds.len() * 8, out);
+        for b in values.bounds {
+            out.extend_from_slice(&b.to_bits().to_le_bytes());
+        }
+    }
+    write_attrs(HISTOGRAM_ATTRIBUTES, attrs, out);
+    write_varint_if(10, u64::from(flags), out);
+    for (field, v) in [(11, values.min), (12, values.max)] {
+        if let Some(v) = v {
+            write_fixed64(field, v.to_bits(), out);
+        }
+    }
 }

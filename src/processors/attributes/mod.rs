@@ -95,7 +95,7 @@ impl AttributesProcessor {
                         push_encoded(Signal::Metrics, passed.encode_to_vec(), out);
                     }
                     if let Some(aggregated) = engine.emit() {
-                        push_encoded(Signal::Metrics, aggregated.encode_to_vec(), out);
+                        push_encoded(Signal::Metrics, aggregated, out);
                     }
                     Ok(())
                 }

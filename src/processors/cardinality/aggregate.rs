@@ -22,15 +22,18 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, metric,
+    AggregationTemporality, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, metric,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use prost::Message;
 
 pub use crate::otlp::metrics_wire::Num;
-use crate::otlp::metrics_wire::{self as input, Malformed, MetricHeader, NumberPoint, RawAttr};
+use crate::otlp::metrics_wire::{
+    self as input, ATTRIBUTES, HistogramValues, Malformed, MetricHeader, NumberPoint, RawAttr,
+    write_histogram_point, write_number_point,
+};
+use crate::otlp::wire::{len_field_len, write_len_field, write_len_header, write_varint_field};
 use crate::telemetry::{Counter, Gauge as GaugeMetric, Registry};
 
 /// The attribute the SDKs put on the series that holds everything over the series limit.
@@ -247,7 +250,8 @@ struct Output {
     id: u64,
     stream: u64,
     key: u128,
-    attributes: Vec<KeyValue>,
+    /// Encoded attributes, tagged for a number point's attributes field.
+    attrs: Vec<u8>,
     overflow: bool,
     sources: u32,
     last_seen: Instant,
@@ -877,7 +881,7 @@ impl Aggregator {
                 id,
                 stream: stream_id,
                 key,
-                attributes,
+                attrs: encode_attributes(&attributes),
                 overflow,
                 sources: 0,
                 last_seen: now,
@@ -907,11 +911,7 @@ impl Aggregator {
     }
 
     /// Emits what is pending if the flush interval has passed.
-    pub fn tick(
-        &mut self,
-        rules: &mut impl LabelRules,
-        now: Instant,
-    ) -> Option<ExportMetricsServiceRequest> {
+    pub fn tick(&mut self, rules: &mut impl LabelRules, now: Instant) -> Option<Vec<u8>> {
         self.maybe_sweep(rules, now);
         if self.next_flush.is_some_and(|t| t <= now) {
             self.emit()
@@ -921,54 +921,48 @@ impl Aggregator {
     }
 
     /// One point per output series that received data since the last flush.
-    pub fn emit(&mut self) -> Option<ExportMetricsServiceRequest> {
+    pub fn emit(&mut self) -> Option<Vec<u8>> {
         self.next_flush = None;
         if self.pending.is_empty() {
             return None;
         }
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_unstable();
-        // Points per stream, in the order streams first got pending data.
-        let mut by_stream: Vec<(u64, Vec<Point>)> = Vec::new();
+        // Encoded points per stream, in the order streams first got pending data.
+        let mut by_stream: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut stream_slot: HashMap<u64, usize> = HashMap::default();
         let aggregation = self.settings.gauge_aggregation;
         for id in pending {
             let Some(output) = self.outputs.get_mut(&id) else {
                 continue;
             };
-            let Some(point) = take_point(output, aggregation) else {
-                continue;
-            };
             let slot = *stream_slot.entry(output.stream).or_insert_with(|| {
                 by_stream.push((output.stream, Vec::new()));
                 by_stream.len() - 1
             });
-            by_stream[slot].1.push(point);
+            write_point(output, aggregation, &mut by_stream[slot].1);
         }
-        let mut request = ExportMetricsServiceRequest::default();
-        let mut groups: HashMap<u128, usize> = HashMap::default();
+        // Streams per resource and scope, in first-seen order.
+        let mut groups: Vec<Vec<(&Stream, Vec<u8>)>> = Vec::new();
+        let mut group_slot: HashMap<u128, usize> = HashMap::default();
         for (stream_id, points) in by_stream {
             let Some(stream) = self.streams.get(&stream_id) else {
                 continue;
             };
-            let metric = build_metric(stream, points);
-            let slot = *groups.entry(stream.group).or_insert_with(|| {
-                request.resource_metrics.push(ResourceMetrics {
-                    resource: Some(stream.resource.clone()),
-                    scope_metrics: vec![ScopeMetrics {
-                        scope: Some(stream.scope.clone()),
-                        metrics: Vec::new(),
-                        schema_url: stream.scope_schema_url.clone(),
-                    }],
-                    schema_url: stream.resource_schema_url.clone(),
-                });
-                request.resource_metrics.len() - 1
+            if points.is_empty() {
+                continue;
+            }
+            let slot = *group_slot.entry(stream.group).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
             });
-            request.resource_metrics[slot].scope_metrics[0]
-                .metrics
-                .push(metric);
+            groups[slot].push((stream, points));
         }
-        (!request.resource_metrics.is_empty()).then_some(request)
+        let mut request = Vec::new();
+        for streams in &groups {
+            write_resource_metrics(streams, &mut request);
+        }
+        (!request.is_empty()).then_some(request)
     }
 
     fn maybe_sweep(&mut self, rules: &mut impl LabelRules, now: Instant) {
@@ -1040,13 +1034,8 @@ fn mark_pending(output: &mut Output, pending: &mut Vec<u64>, time: u64, now: Ins
     }
 }
 
-enum Point {
-    Number(NumberDataPoint),
-    Histogram(HistogramDataPoint),
-}
-
-/// The point an output emits now; `None` if it has nothing to say.
-fn take_point(output: &mut Output, aggregation: GaugeAggregation) -> Option<Point> {
+/// Writes the point an output emits now, if it has anything to say.
+fn write_point(output: &mut Output, aggregation: GaugeAggregation, out: &mut Vec<u8>) {
     output.pending = false;
     // Never the same timestamp twice, even at the millisecond resolution of Prometheus.
     let time = if output.last_emitted == 0 {
@@ -1061,65 +1050,167 @@ fn take_point(output: &mut Output, aggregation: GaugeAggregation) -> Option<Poin
         (0, start) => start,
         (last, _) => last,
     };
-    let attributes = output.attributes.clone();
-    let point = match &mut output.value {
-        Value::CumulativeSum(total) => Point::Number(NumberDataPoint {
-            attributes,
-            start_time_unix_nano: output.start,
-            time_unix_nano: time,
-            value: Some((*total)?.value()),
-            ..Default::default()
-        }),
-        Value::DeltaSum(total) => {
-            let value = total.take()?;
-            Point::Number(NumberDataPoint {
-                attributes,
-                start_time_unix_nano: delta_start,
-                time_unix_nano: time,
-                value: Some(value.value()),
-                ..Default::default()
-            })
-        }
-        Value::Gauge(latest) => {
-            let value = combine_gauges(latest, aggregation)?;
-            latest.clear();
-            Point::Number(NumberDataPoint {
-                attributes,
-                time_unix_nano: time,
-                value: Some(value.value()),
-                ..Default::default()
-            })
-        }
-        Value::CumulativeHistogram(total) => Point::Histogram(HistogramDataPoint {
-            attributes,
-            start_time_unix_nano: output.start,
-            time_unix_nano: time,
+    let attrs = &output.attrs;
+    fn histogram(total: &HistogramTotal, min_max: bool) -> HistogramValues<'_> {
+        HistogramValues {
             count: total.count,
             sum: total.has_sum.then_some(total.sum),
-            bucket_counts: total.buckets.clone(),
-            explicit_bounds: total.bounds.clone(),
-            ..Default::default()
-        }),
-        Value::DeltaHistogram(total) => {
-            let point = HistogramDataPoint {
-                attributes,
-                start_time_unix_nano: delta_start,
-                time_unix_nano: time,
-                count: total.count,
-                sum: total.has_sum.then_some(total.sum),
-                bucket_counts: total.buckets.clone(),
-                explicit_bounds: total.bounds.clone(),
-                min: total.min,
-                max: total.max,
-                ..Default::default()
-            };
-            total.reset();
-            Point::Histogram(point)
+            bucket_counts: &total.buckets,
+            bounds: &total.bounds,
+            min: total.min.filter(|_| min_max),
+            max: total.max.filter(|_| min_max),
         }
-    };
+    }
+    match &mut output.value {
+        Value::CumulativeSum(total) => {
+            let Some(total) = *total else { return };
+            write_number_point(attrs, output.start, time, total, 0, out);
+        }
+        Value::DeltaSum(total) => {
+            let Some(value) = total.take() else { return };
+            write_number_point(attrs, delta_start, time, value, 0, out);
+        }
+        Value::Gauge(latest) => {
+            let Some(value) = combine_gauges(latest, aggregation) else {
+                return;
+            };
+            latest.clear();
+            write_number_point(attrs, 0, time, value, 0, out);
+        }
+        Value::CumulativeHistogram(total) => {
+            write_histogram_point(attrs, output.start, time, &histogram(total, false), 0, out);
+        }
+        Value::DeltaHistogram(total) => {
+            write_histogram_point(attrs, delta_start, time, &histogram(total, true), 0, out);
+            total.reset();
+        }
+    }
     output.last_emitted = time;
     output.latest = 0;
-    Some(point)
+}
+
+/// The temporality and monotonicity fields that end a sum's or histogram's data.
+fn data_tail(kind: Kind) -> Vec<u8> {
+    let temporality = |cumulative: bool| {
+        if cumulative {
+            AggregationTemporality::Cumulative as u64
+        } else {
+            AggregationTemporality::Delta as u64
+        }
+    };
+    let mut out = Vec::new();
+    match kind {
+        Kind::Gauge => {}
+        Kind::Sum {
+            cumulative,
+            monotonic,
+        } => {
+            write_varint_field(2, temporality(cumulative), &mut out);
+            if monotonic {
+                write_varint_field(3, 1, &mut out);
+            }
+        }
+        Kind::Histogram { cumulative } => write_varint_field(2, temporality(cumulative), &mut out),
+    }
+    out
+}
+
+fn metadata_len(stream: &Stream) -> usize {
+    stream
+        .metadata
+        .iter()
+        .map(|kv| len_field_len(12, kv.encoded_len()))
+        .sum()
+}
+
+/// A metric's name, description and unit fields and the header of its data field, whose
+/// payload is `points_len` bytes of points and the data tail.
+fn metric_header(stream: &Stream, points_len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (field, s) in [
+        (1, &stream.name),
+        (2, &stream.description),
+        (3, &stream.unit),
+    ] {
+        if !s.is_empty() {
+            write_len_field(field, s.as_bytes(), &mut out);
+        }
+    }
+    let data_field = match stream.kind {
+        Kind::Gauge => 5,
+        Kind::Sum { .. } => 7,
+        Kind::Histogram { .. } => 9,
+    };
+    write_len_header(
+        data_field,
+        points_len + data_tail(stream.kind).len(),
+        &mut out,
+    );
+    out
+}
+
+/// Attributes encoded as a number point's attributes fields.
+fn encode_attributes(attributes: &[KeyValue]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for kv in attributes {
+        prost::encoding::message::encode(ATTRIBUTES, kv, &mut out);
+    }
+    out
+}
+
+/// A `ResourceMetrics` field holding one scope's metrics, one per stream.
+fn write_resource_metrics(streams: &[(&Stream, Vec<u8>)], out: &mut Vec<u8>) {
+    let Some((first, _)) = streams.first() else {
+        return;
+    };
+    let resource = first.resource.encode_to_vec();
+    let scope = first.scope.encode_to_vec();
+    let metrics: Vec<(Vec<u8>, &[u8])> = streams
+        .iter()
+        .map(|(stream, points)| (metric_header(stream, points.len()), points.as_slice()))
+        .collect();
+    let metric_lens: Vec<usize> = streams
+        .iter()
+        .zip(&metrics)
+        .map(|((stream, _), (header, points))| {
+            header.len() + points.len() + data_tail(stream.kind).len() + metadata_len(stream)
+        })
+        .collect();
+    let text = |field, s: &str| {
+        if s.is_empty() {
+            0
+        } else {
+            len_field_len(field, s.len())
+        }
+    };
+    let scope_metrics = len_field_len(1, scope.len())
+        + metric_lens
+            .iter()
+            .map(|len| len_field_len(2, *len))
+            .sum::<usize>()
+        + text(3, &first.scope_schema_url);
+    let resource_metrics = len_field_len(1, resource.len())
+        + len_field_len(2, scope_metrics)
+        + text(3, &first.resource_schema_url);
+    write_len_header(1, resource_metrics, out);
+    write_len_field(1, &resource, out);
+    write_len_header(2, scope_metrics, out);
+    write_len_field(1, &scope, out);
+    for (((stream, _), (header, points)), len) in streams.iter().zip(&metrics).zip(metric_lens) {
+        write_len_header(2, len, out);
+        out.extend_from_slice(header);
+        out.extend_from_slice(points);
+        out.extend_from_slice(&data_tail(stream.kind));
+        for kv in &stream.metadata {
+            prost::encoding::message::encode(12, kv, out);
+        }
+    }
+    if !first.scope_schema_url.is_empty() {
+        write_len_field(3, first.scope_schema_url.as_bytes(), out);
+    }
+    if !first.resource_schema_url.is_empty() {
+        write_len_field(3, first.resource_schema_url.as_bytes(), out);
+    }
 }
 
 fn combine_gauges(latest: &HashMap<u64, (u64, Num)>, aggregation: GaugeAggregation) -> Option<Num> {
@@ -1150,55 +1241,6 @@ fn combine_gauges(latest: &HashMap<u64, (u64, Num)>, aggregation: GaugeAggregati
         }
     });
     Some(combined.1)
-}
-
-fn build_metric(stream: &Stream, points: Vec<Point>) -> Metric {
-    let numbers = || {
-        points
-            .iter()
-            .filter_map(|p| match p {
-                Point::Number(n) => Some(n.clone()),
-                Point::Histogram(_) => None,
-            })
-            .collect::<Vec<_>>()
-    };
-    let temporality = |cumulative: bool| {
-        if cumulative {
-            AggregationTemporality::Cumulative as i32
-        } else {
-            AggregationTemporality::Delta as i32
-        }
-    };
-    let data = match stream.kind {
-        Kind::Gauge => metric::Data::Gauge(Gauge {
-            data_points: numbers(),
-        }),
-        Kind::Sum {
-            cumulative,
-            monotonic,
-        } => metric::Data::Sum(Sum {
-            data_points: numbers(),
-            aggregation_temporality: temporality(cumulative),
-            is_monotonic: monotonic,
-        }),
-        Kind::Histogram { cumulative } => metric::Data::Histogram(Histogram {
-            data_points: points
-                .into_iter()
-                .filter_map(|p| match p {
-                    Point::Histogram(h) => Some(h),
-                    Point::Number(_) => None,
-                })
-                .collect(),
-            aggregation_temporality: temporality(cumulative),
-        }),
-    };
-    Metric {
-        name: stream.name.clone(),
-        description: stream.description.clone(),
-        unit: stream.unit.clone(),
-        metadata: stream.metadata.clone(),
-        data: Some(data),
-    }
 }
 
 /// How much a cumulative number point adds to its output; `None` for a point to ignore

@@ -161,13 +161,13 @@ impl CardinalityProcessor {
 
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
         if let Some(request) = self.engine.tick(&mut self.rules, now) {
-            push_encoded(Signal::Metrics, request.encode_to_vec(), out);
+            push_encoded(Signal::Metrics, request, out);
         }
     }
 
     pub fn flush(&mut self, out: &mut Vec<Batch>) {
         if let Some(request) = self.engine.emit() {
-            push_encoded(Signal::Metrics, request.encode_to_vec(), out);
+            push_encoded(Signal::Metrics, request, out);
         }
     }
 

@@ -176,6 +176,8 @@ fn decode(out: &[Batch]) -> Vec<Out> {
     for b in out {
         assert_eq!(b.signal, Signal::Metrics);
         let request = ExportMetricsServiceRequest::decode(b.to_bytes()).unwrap();
+        // Written without message values: it must be what prost writes.
+        assert_eq!(request.encode_to_vec(), b.to_bytes().to_vec());
         let mut items = 0;
         for rm in &request.resource_metrics {
             let resource = map(&rm.resource.clone().unwrap_or_default().attributes);
@@ -1056,4 +1058,67 @@ fn the_same_series_with_its_attributes_in_another_order_is_one_source() {
     // Read as a second source, its whole value would be added again (9 + 7).
     assert_eq!(run(&mut p, second, now)[0].value, 7.0);
     assert_eq!(p.engine().counts().0, 1);
+}
+
+#[test]
+fn emitted_metrics_keep_schema_urls_metadata_int_values_and_histogram_extremes() {
+    let (mut p, _registry) = processor(config(&["user_id"]));
+    let mut delta = histogram(&[("user_id", "a")], S, 10 * S, &[1.0], &[2, 1]);
+    delta.min = Some(0.25);
+    delta.max = Some(4.0);
+    let mut with_metadata = gauge("g", vec![number(&[("user_id", "a")], 0, 10 * S, -3)]);
+    with_metadata.metadata = vec![kv("origin", "test")];
+    with_metadata.unit = "By".into();
+    with_metadata.description = "a gauge".into();
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: attrs(&[("service.name", "api")]),
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![histograms("h", false, vec![delta]), with_metadata],
+                schema_url: "https://opentelemetry.io/schemas/1.1.0".into(),
+                ..Default::default()
+            }],
+            schema_url: "https://opentelemetry.io/schemas/1.2.0".into(),
+        }],
+    };
+    let batch = Batch::from_encoded(Signal::Metrics, request.encode_to_vec().into()).unwrap();
+    let mut out = Vec::new();
+    p.process(batch, Instant::now(), &mut out);
+    decode(&out); // checks the encoding is prost's
+    let got = ExportMetricsServiceRequest::decode(out[0].to_bytes()).unwrap();
+    let rm = &got.resource_metrics[0];
+    assert_eq!(rm.schema_url, "https://opentelemetry.io/schemas/1.2.0");
+    assert_eq!(
+        rm.scope_metrics[0].schema_url,
+        "https://opentelemetry.io/schemas/1.1.0"
+    );
+    let metrics = &rm.scope_metrics[0].metrics;
+    let Some(metric::Data::Histogram(h)) = &metrics[0].data else {
+        panic!("{:?}", metrics[0]);
+    };
+    assert_eq!(
+        h.aggregation_temporality,
+        AggregationTemporality::Delta as i32
+    );
+    assert_eq!(
+        (h.data_points[0].min, h.data_points[0].max),
+        (Some(0.25), Some(4.0))
+    );
+    assert_eq!(h.data_points[0].bucket_counts, vec![2, 1]);
+    assert_eq!(metrics[1].metadata, vec![kv("origin", "test")]);
+    assert_eq!(
+        (metrics[1].unit.as_str(), metrics[1].description.as_str()),
+        ("By", "a gauge")
+    );
+    let Some(metric::Data::Gauge(g)) = &metrics[1].data else {
+        panic!("{:?}", metrics[1]);
+    };
+    assert_eq!(
+        g.data_points[0].value,
+        Some(number_data_point::Value::AsInt(-3))
+    );
+    assert!(g.data_points[0].attributes.is_empty());
 }

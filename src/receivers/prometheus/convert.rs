@@ -8,10 +8,11 @@ use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
 use super::config::Job;
-use super::encode::{Builder, HistogramValues, MetricSlot, NO_RECORDED_VALUE, push_attr};
+use super::encode::{Builder, MetricSlot, NO_RECORDED_VALUE, push_attr};
 use super::parser::{Exposition, MetricType};
 use super::relabel::{self, Labels};
 use crate::hash::{FxHashMap, SeriesHasher};
+use crate::otlp::metrics_wire::HistogramValues;
 
 pub use super::encode::STALE_NAN_BITS;
 
@@ -238,6 +239,7 @@ impl TargetState {
                         sum: a.sum,
                         bucket_counts: &counts,
                         bounds: &bounds,
+                        ..Default::default()
                     };
                     b.histogram(a.slot, attrs, start_ns, a.ts_ns, &values, 0);
                 }
@@ -365,12 +367,7 @@ impl TargetState {
                     b.number_flagged(slot, &s.attrs, s.start_ns, ts_ns, stale, NO_RECORDED_VALUE)
                 }
                 Kind::Histogram => {
-                    let empty = HistogramValues {
-                        count: 0,
-                        sum: None,
-                        bucket_counts: &[],
-                        bounds: &[],
-                    };
+                    let empty = HistogramValues::default();
                     b.histogram(slot, &s.attrs, s.start_ns, ts_ns, &empty, NO_RECORDED_VALUE);
                 }
                 Kind::Summary => b.summary(

@@ -15,10 +15,14 @@ use prost::Message;
 use super::convert::{Kind, ResKey, ResRef};
 use super::parser::Family;
 use crate::hash::{FxHashMap, SeriesHasher};
+use crate::otlp::metrics_wire::{
+    ATTRIBUTES, HistogramValues, Num, fixed64_if, varint_if, write_fixed64_if,
+    write_histogram_point, write_number_point, write_varint_if,
+};
 use crate::otlp::string_kv;
 use crate::otlp::wire::{
-    fields, fixed64_field_len, len_field_len, varint_field_len, write_fixed64, write_len_field,
-    write_len_header, write_str_attr, write_varint_field,
+    len_field_len, varint_field_len, write_len_field, write_len_header, write_str_attr,
+    write_varint_field,
 };
 
 pub const NO_RECORDED_VALUE: u32 = 1;
@@ -27,73 +31,11 @@ pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 const SCOPE_NAME: &str =
     "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver";
 
-/// Field of `NumberDataPoint.attributes` and `SummaryDataPoint.attributes`.
-const ATTRIBUTES: u32 = 7;
-const HISTOGRAM_ATTRIBUTES: u32 = 9;
 const CUMULATIVE: u64 = 2;
 
 /// Appends a string attribute to an attribute list being encoded.
 pub fn push_attr(key: &str, value: &str, attrs: &mut Vec<u8>) {
     write_str_attr(ATTRIBUTES, key, value, attrs);
-}
-
-/// The size of `attrs` once tagged for `field`.
-fn attrs_len(field: u32, attrs: &[u8]) -> usize {
-    if field == ATTRIBUTES {
-        return attrs.len();
-    }
-    fields(attrs)
-        .filter_map(Result::ok)
-        .map(|f| f.expect_len().map_or(0, |p| len_field_len(field, p.len())))
-        .sum()
-}
-
-fn write_attrs(field: u32, attrs: &[u8], out: &mut Vec<u8>) {
-    if field == ATTRIBUTES {
-        out.extend_from_slice(attrs);
-        return;
-    }
-    for f in fields(attrs).filter_map(Result::ok) {
-        if let Ok(payload) = f.expect_len() {
-            write_len_field(field, payload, out);
-        }
-    }
-}
-
-fn fixed64_if(field: u32, value: u64) -> usize {
-    if value == 0 {
-        0
-    } else {
-        fixed64_field_len(field)
-    }
-}
-
-fn write_fixed64_if(field: u32, value: u64, out: &mut Vec<u8>) {
-    if value != 0 {
-        write_fixed64(field, value, out);
-    }
-}
-
-fn varint_if(field: u32, value: u64) -> usize {
-    if value == 0 {
-        0
-    } else {
-        varint_field_len(field, value)
-    }
-}
-
-fn write_varint_if(field: u32, value: u64, out: &mut Vec<u8>) {
-    if value != 0 {
-        write_varint_field(field, value, out);
-    }
-}
-
-/// A histogram point's values.
-pub struct HistogramValues<'a> {
-    pub count: u64,
-    pub sum: Option<f64>,
-    pub bucket_counts: &'a [u64],
-    pub bounds: &'a [f64],
 }
 
 struct MetricBuild {
@@ -229,19 +171,8 @@ impl Builder {
         value: f64,
         flags: u32,
     ) {
-        // NumberDataPoint: start 2, time 3, as_double 4, attributes 7, flags 8.
-        let len = fixed64_if(2, start)
-            + fixed64_if(3, time)
-            + fixed64_field_len(4)
-            + attrs.len()
-            + varint_if(8, u64::from(flags));
         let out = self.points_of(slot);
-        write_len_header(1, len, out);
-        write_fixed64_if(2, start, out);
-        write_fixed64_if(3, time, out);
-        write_fixed64(4, value.to_bits(), out);
-        out.extend_from_slice(attrs);
-        write_varint_if(8, u64::from(flags), out);
+        write_number_point(attrs, start, time, Num::Double(value), flags, out);
     }
 
     pub fn histogram(
@@ -253,39 +184,8 @@ impl Builder {
         values: &HistogramValues<'_>,
         flags: u32,
     ) {
-        // HistogramDataPoint: start 2, time 3, count 4, sum 5, bucket_counts 6 (packed),
-        // explicit_bounds 7 (packed), attributes 9, flags 10.
-        let packed = |n: usize| if n == 0 { 0 } else { len_field_len(6, n * 8) };
-        let len = fixed64_if(2, start)
-            + fixed64_if(3, time)
-            + fixed64_if(4, values.count)
-            + values.sum.map_or(0, |_| fixed64_field_len(5))
-            + packed(values.bucket_counts.len())
-            + packed(values.bounds.len())
-            + attrs_len(HISTOGRAM_ATTRIBUTES, attrs)
-            + varint_if(10, u64::from(flags));
         let out = self.points_of(slot);
-        write_len_header(1, len, out);
-        write_fixed64_if(2, start, out);
-        write_fixed64_if(3, time, out);
-        write_fixed64_if(4, values.count, out);
-        if let Some(sum) = values.sum {
-            write_fixed64(5, sum.to_bits(), out);
-        }
-        if !values.bucket_counts.is_empty() {
-            write_len_header(6, values.bucket_counts.len() * 8, out);
-            for c in values.bucket_counts {
-                out.extend_from_slice(&c.to_le_bytes());
-            }
-        }
-        if !values.bounds.is_empty() {
-            write_len_header(7, values.bounds.len() * 8, out);
-            for b in values.bounds {
-                out.extend_from_slice(&b.to_bits().to_le_bytes());
-            }
-        }
-        write_attrs(HISTOGRAM_ATTRIBUTES, attrs, out);
-        write_varint_if(10, u64::from(flags), out);
+        write_histogram_point(attrs, start, time, values, flags, out);
     }
 
     /// A summary point; `quantiles` are `(quantile, value)`.
