@@ -219,21 +219,45 @@ fn labels<'a>(
     extra: Option<(&'a str, Cow<'a, str>)>,
     name: &'a str,
 ) -> LabelSet<'a> {
-    let mut set: LabelSet = Vec::with_capacity(attrs.len() + base.promoted.len() + 4);
+    let mut scratch = Scratch::default();
+    labels_into(&mut scratch, attrs, base, settings, extra, name);
+    scratch.set
+}
+
+/// Buffers [`labels_into`] reuses from point to point.
+#[derive(Default)]
+struct Scratch<'a> {
+    keyed: Vec<(Cow<'a, str>, &'a str, Cow<'a, str>)>,
+    set: LabelSet<'a>,
+}
+
+/// [`labels`] into `scratch.set`.
+fn labels_into<'a>(
+    scratch: &mut Scratch<'a>,
+    attrs: &[Attr<'a>],
+    base: &'a ResourceLabels,
+    settings: &'a Settings,
+    extra: Option<(&'a str, Cow<'a, str>)>,
+    name: &'a str,
+) {
+    let Scratch { keyed, set } = scratch;
+    keyed.clear();
+    set.clear();
     // Sanitised names, ordered by (name, original key) so colliding values join in key order.
-    let mut keyed: Vec<(Cow<str>, &str, Cow<str>)> = attrs
-        .iter()
-        .map(|(k, v)| (label_name(k), *k, v.clone()))
-        .chain(
-            base.promoted
-                .iter()
-                .map(|(k, v)| (label_name(k), k.as_str(), Cow::Borrowed(v.as_str()))),
-        )
-        .collect();
+    keyed.extend(
+        attrs
+            .iter()
+            .map(|(k, v)| (label_name(k), *k, v.clone()))
+            .chain(
+                base.promoted
+                    .iter()
+                    .map(|(k, v)| (label_name(k), k.as_str(), Cow::Borrowed(v.as_str()))),
+            ),
+    );
     if keyed.len() > 1 {
         keyed.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     }
-    for (key, _, value) in keyed {
+    for (key, _, value) in keyed.drain(..) {
         match set.last_mut() {
             Some((k, v)) if *k == key => {
                 let joined = v.to_mut();
@@ -251,20 +275,19 @@ fn labels<'a>(
         Err(i) => set.insert(i, (Cow::Borrowed(k), v)),
     };
     if let Some(job) = &base.job {
-        put(&mut set, "job", Cow::Borrowed(job), true);
+        put(set, "job", Cow::Borrowed(job), true);
     }
     if let Some(instance) = &base.instance {
-        put(&mut set, "instance", Cow::Borrowed(instance), true);
+        put(set, "instance", Cow::Borrowed(instance), true);
     }
     for (k, v) in &settings.external_labels {
-        put(&mut set, k, Cow::Borrowed(v), false);
+        put(set, k, Cow::Borrowed(v), false);
     }
     if let Some((k, v)) = extra {
-        put(&mut set, k, v, true);
+        put(set, k, v, true);
     }
-    put(&mut set, "__name__", Cow::Borrowed(name), true);
+    put(set, "__name__", Cow::Borrowed(name), true);
     set.retain(|(_, v)| !v.is_empty());
-    set
 }
 
 fn ms(ns: u64) -> i64 {
@@ -325,8 +348,11 @@ fn add_metric(
             };
             let name = metric_name(header.name, header.unit, kind, settings);
             let mut raw = Vec::new();
+            let mut attrs = Vec::new();
+            let mut scratch = Scratch::default();
             for p in input::points(data) {
                 raw.clear();
+                attrs.clear();
                 let p = input::read_number_point(p?, &mut raw)?;
                 let ts = ms(p.time);
                 seen(ts);
@@ -338,8 +364,11 @@ fn add_metric(
                         None => continue,
                     }
                 };
-                let attrs = raw.iter().map(raw_attr).collect::<Result<Vec<_>, _>>()?;
-                out.push(&labels(&attrs, base, settings, None, &name), value, ts);
+                for a in &raw {
+                    attrs.push(raw_attr(a)?);
+                }
+                labels_into(&mut scratch, &attrs, base, settings, None, &name);
+                out.push(&scratch.set, value, ts);
             }
         }
         // Histogram.

@@ -193,16 +193,45 @@ pub(crate) fn push_encoded(signal: Signal, encoded: Vec<u8>, out: &mut Vec<Batch
 /// The configured label rules, plus the distinct values seen per metric and label.
 pub struct CardinalityRules {
     id: String,
-    drop: NameSet<String>,
-    patterns: Vec<Regex>,
-    exempt: NameSet<String>,
-    /// Whether a label name is dropped by `drop_labels`/`drop_label_patterns`.
-    decided: NameMap<String, bool>,
+    names: LabelNames,
     max_values: usize,
     window: Duration,
     /// metric name → label name → values seen.
     values: NameMap<String, NameMap<String, ValueTracker>>,
     limit_exceeded: Counter,
+}
+
+/// What the configuration says of a label name, decided once per name.
+struct LabelNames {
+    drop: NameSet<String>,
+    patterns: Vec<Regex>,
+    exempt: NameSet<String>,
+    /// (dropped by `drop_labels`/`drop_label_patterns`, exempt) per name.
+    decided: NameMap<String, (bool, bool)>,
+}
+
+impl LabelNames {
+    fn decide(&mut self, name: &str) -> (bool, bool) {
+        if let Some(d) = self.decided.get(name) {
+            return *d;
+        }
+        let exempt = self.exempt.contains(name);
+        let dropped =
+            self.drop.contains(name) || (!exempt && self.patterns.iter().any(|p| p.is_match(name)));
+        if self.decided.len() < MAX_CACHED_NAMES {
+            self.decided.insert(name.to_string(), (dropped, exempt));
+        }
+        (dropped, exempt)
+    }
+
+    fn dropped(&mut self, name: &str) -> bool {
+        self.decide(name).0
+    }
+
+    /// Whether a label's distinct values are counted: neither dropped nor exempt.
+    fn counted(&mut self, name: &str) -> bool {
+        self.decide(name) == (false, false)
+    }
 }
 
 #[derive(Default)]
@@ -217,11 +246,13 @@ impl CardinalityRules {
     pub fn new(config: &CardinalityConfig, id: &str, registry: &Registry) -> CardinalityRules {
         CardinalityRules {
             id: id.to_string(),
-            drop: config.drop_labels.iter().cloned().collect(),
-            // Validated when the config was read.
-            patterns: config.patterns().unwrap_or_default(),
-            exempt: config.exempt_labels.iter().cloned().collect(),
-            decided: NameMap::default(),
+            names: LabelNames {
+                drop: config.drop_labels.iter().cloned().collect(),
+                // Validated when the config was read.
+                patterns: config.patterns().unwrap_or_default(),
+                exempt: config.exempt_labels.iter().cloned().collect(),
+                decided: NameMap::default(),
+            },
             max_values: config.max_values_per_label,
             window: config.window,
             values: NameMap::default(),
@@ -231,18 +262,6 @@ impl CardinalityRules {
                 &[("processor", id)],
             ),
         }
-    }
-
-    fn configured_drop(&mut self, name: &str) -> bool {
-        if let Some(d) = self.decided.get(name) {
-            return *d;
-        }
-        let dropped = self.drop.contains(name)
-            || (!self.exempt.contains(name) && self.patterns.iter().any(|p| p.is_match(name)));
-        if self.decided.len() < MAX_CACHED_NAMES {
-            self.decided.insert(name.to_string(), dropped);
-        }
-        dropped
     }
 
     fn value_limited(&self, metric: &str, label: &str, now: Instant) -> bool {
@@ -256,7 +275,7 @@ impl CardinalityRules {
     /// Removes configured labels; returns how many.
     pub fn strip(&mut self, attributes: &mut Vec<KeyValue>) -> u64 {
         let before = attributes.len();
-        attributes.retain(|kv| !self.configured_drop(&kv.key));
+        attributes.retain(|kv| !self.names.dropped(&kv.key));
         (before - attributes.len()) as u64
     }
 }
@@ -274,17 +293,23 @@ impl LabelRules for CardinalityRules {
         if self.max_values == 0 {
             return;
         }
+        if !attributes.iter().any(|kv| self.names.counted(kv.key)) {
+            return;
+        }
+        // The metric is looked up once per point, not per label.
+        if !self.values.contains_key(metric) {
+            self.values.insert(metric.to_string(), NameMap::default());
+        }
+        let Some(labels) = self.values.get_mut(metric) else {
+            return;
+        };
         for kv in attributes {
-            if self.exempt.contains(kv.key) || self.configured_drop(kv.key) {
+            if !self.names.counted(kv.key) {
                 continue;
             }
             let mut h = SeriesHasher::new();
             h.write(kv.value_bytes());
             let value = h.finish();
-            let labels = match self.values.get_mut(metric) {
-                Some(l) => l,
-                None => self.values.entry(metric.to_string()).or_default(),
-            };
             let tracker = match labels.get_mut(kv.key) {
                 Some(t) => t,
                 None => labels.entry(kv.key.to_string()).or_default(),
@@ -313,8 +338,8 @@ impl LabelRules for CardinalityRules {
     fn rewrite(&mut self, metric: &str, attributes: &mut Vec<KeyValue>, now: Instant) -> u64 {
         let before = attributes.len();
         attributes.retain(|kv| {
-            !(self.configured_drop(&kv.key)
-                || (!self.exempt.contains(&kv.key) && self.value_limited(metric, &kv.key, now)))
+            let (dropped, exempt) = self.names.decide(&kv.key);
+            !(dropped || (!exempt && self.value_limited(metric, &kv.key, now)))
         });
         (before - attributes.len()) as u64
     }

@@ -105,8 +105,9 @@ impl TargetState {
         let generation = self.generation;
         let scrape_ns = ms_to_ns(scrape_ms);
         let mut b = Builder::default();
-        let mut compound: FxHashMap<u64, usize> = FxHashMap::default();
-        let mut accums: Vec<Accum> = Vec::new();
+        let mut compound: FxHashMap<u64, usize> =
+            FxHashMap::with_capacity_and_hasher(prepared.len(), Default::default());
+        let mut accums: Vec<Accum> = Vec::with_capacity(prepared.len());
         // The encoded attributes of every accumulator, one after the other.
         let mut accum_attrs: Vec<u8> = Vec::new();
         let mut attrs: Vec<u8> = Vec::new();
@@ -114,8 +115,10 @@ impl TargetState {
 
         for p in &prepared {
             let family = &exposition.families[p.family];
-            let name = get(&p.labels, "__name__");
-            let res: ResRef = (get(&p.labels, "job"), get(&p.labels, "instance"));
+            let (name, res) = p.known.unwrap_or_else(|| {
+                let res = (get(&p.labels, "job"), get(&p.labels, "instance"));
+                (get(&p.labels, "__name__"), res)
+            });
             let ts_ns = match p.timestamp_ms {
                 Some(ms) if job.honor_timestamps => ms_to_ns(ms),
                 _ => scrape_ns,
@@ -431,6 +434,9 @@ impl Report {
 struct Prepared<'a> {
     family: usize,
     labels: CowLabels<'a>,
+    /// `__name__`, `job` and `instance` of `labels`, when found without a search; else
+    /// searched for.
+    known: Option<(&'a str, ResRef<'a>)>,
     value: f64,
     timestamp_ms: Option<i64>,
 }
@@ -466,7 +472,11 @@ fn prepare<'a>(
                 .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
                 .collect();
         }
-        if get_opt(&labels, "__name__").is_none() {
+        // Without relabeling the name is the sample's, and without `honor_labels` the target's
+        // job and instance win.
+        let known = (job.metric_relabel.is_empty() && !job.honor_labels)
+            .then(|| (sample.name, target.res_key()));
+        if known.is_none() && get_opt(&labels, "__name__").is_none() {
             continue;
         }
         if job.label_limit > 0 && labels.len() as u64 > job.label_limit {
@@ -491,6 +501,7 @@ fn prepare<'a>(
         out.push(Prepared {
             family: sample.family,
             labels,
+            known,
             value: sample.value,
             timestamp_ms: sample.timestamp_ms,
         });
