@@ -293,7 +293,14 @@ impl LabelRules for CardinalityRules {
         if self.max_values == 0 {
             return;
         }
-        if !attributes.iter().any(|kv| self.names.counted(kv.key)) {
+        // Bit i: label i counts (i < 63); bit 63: some later label does (asked again below).
+        let mut counted = 0u64;
+        for (i, kv) in attributes.iter().enumerate() {
+            if self.names.counted(kv.key) {
+                counted |= 1 << i.min(63);
+            }
+        }
+        if counted == 0 {
             return;
         }
         // The metric is looked up once per point, not per label.
@@ -303,8 +310,13 @@ impl LabelRules for CardinalityRules {
         let Some(labels) = self.values.get_mut(metric) else {
             return;
         };
-        for kv in attributes {
-            if !self.names.counted(kv.key) {
+        for (i, kv) in attributes.iter().enumerate() {
+            let counts = if i < 63 {
+                counted & (1 << i) != 0
+            } else {
+                self.names.counted(kv.key)
+            };
+            if !counts {
                 continue;
             }
             let mut h = SeriesHasher::new();
