@@ -197,6 +197,8 @@ pub struct PrometheusRemoteWriteExporter {
     timeout: Duration,
     max_batch_size_bytes: usize,
     settings: translate::Settings,
+    /// Label sets of known series; held only while a request is translated.
+    labels: std::sync::Mutex<translate::LabelCache>,
 }
 
 impl PrometheusRemoteWriteExporter {
@@ -224,6 +226,7 @@ impl PrometheusRemoteWriteExporter {
             timeout: config.timeout,
             max_batch_size_bytes: config.max_batch_size_bytes,
             settings: config.settings(),
+            labels: Default::default(),
         })
     }
 
@@ -233,9 +236,16 @@ impl PrometheusRemoteWriteExporter {
                 "prometheusremotewrite exports metrics only, not {signal}"
             )));
         }
-        let translated =
-            translate::translate(payload, &self.settings, self.max_batch_size_bytes)
-                .map_err(|e| ExportError::Permanent(format!("invalid OTLP metrics: {e}")))?;
+        let translated = {
+            let mut labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+            translate::translate(
+                payload,
+                &self.settings,
+                self.max_batch_size_bytes,
+                &mut labels,
+            )
+        }
+        .map_err(|e| ExportError::Permanent(format!("invalid OTLP metrics: {e}")))?;
         if translated.dropped > 0 {
             tracing::debug!(
                 dropped = translated.dropped,

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::Hasher;
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{HistogramDataPoint, SummaryDataPoint};
@@ -45,6 +46,69 @@ pub struct Translated {
 type Attr<'a> = (&'a str, Cow<'a, str>);
 type LabelSet<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
+fn label_hash(labels: &LabelSet<'_>) -> u64 {
+    let mut h = SeriesHasher::new();
+    for (k, v) in labels {
+        h.write(k.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
+/// A label set as `TimeSeries.labels` fields (values are never empty here).
+fn encode_labels(labels: &LabelSet<'_>, out: &mut Vec<u8>) {
+    for (k, v) in labels {
+        // Label: name 1, value 2.
+        let len = len_field_len(1, k.len()) + len_field_len(2, v.len());
+        write_len_header(1, len, out);
+        write_len_field(1, k.as_bytes(), out);
+        write_len_field(2, v.as_bytes(), out);
+    }
+}
+
+/// The label sets of number series seen in earlier requests, by a hash of what they are made
+/// from (resource, metric name, encoded attributes): a scrape repeats its series, and building
+/// a label set (attribute values read, names sanitised, sorted, merged with `job`, `instance`
+/// and external labels) is most of a translation's work. Entries unused for ten minutes are
+/// forgotten; past a million the cache starts over.
+#[derive(Default)]
+pub struct LabelCache {
+    entries: FxHashMap<u64, CachedLabels>,
+    last_sweep: Option<Instant>,
+}
+
+struct CachedLabels {
+    hash: u64,
+    encoded: Box<[u8]>,
+    used: Instant,
+}
+
+const CACHE_IDLE: Duration = Duration::from_secs(600);
+const CACHE_MAX: usize = 1_000_000;
+
+impl LabelCache {
+    fn sweep(&mut self, now: Instant) {
+        if self.entries.len() > CACHE_MAX {
+            self.entries = FxHashMap::default();
+        }
+        match self.last_sweep {
+            Some(t) if now.saturating_duration_since(t) < CACHE_IDLE / 10 => {}
+            _ => {
+                self.entries
+                    .retain(|_, e| now.saturating_duration_since(e.used) < CACHE_IDLE);
+                self.last_sweep = Some(now);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn cached(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 /// Series in first-seen order (the order of the OTLP request, so of the scrape, which keeps
 /// similar label sets together and compresses well). A label set is known by its hash and
 /// encoded once, when first seen; samples are collected flat and grouped at the end.
@@ -60,24 +124,18 @@ struct SeriesWriter {
 
 impl SeriesWriter {
     fn push(&mut self, labels: &LabelSet<'_>, value: f64, ts: i64) {
-        let mut h = SeriesHasher::new();
-        for (k, v) in labels {
-            h.write(k.as_bytes());
-            h.write_u8(0xff);
-            h.write(v.as_bytes());
-            h.write_u8(0xff);
-        }
+        let hash = label_hash(labels);
+        self.push_hashed(hash, |out| encode_labels(labels, out), value, ts);
+    }
+
+    /// A sample of the series with this label-set hash; `encode` writes its labels if the
+    /// series is new to this request.
+    fn push_hashed(&mut self, hash: u64, encode: impl FnOnce(&mut Vec<u8>), value: f64, ts: i64) {
         let next = self.series.len() as u32;
-        let i = *self.index.entry(h.finish()).or_insert(next);
+        let i = *self.index.entry(hash).or_insert(next);
         if i == next {
             let start = self.labels.len();
-            for (k, v) in labels {
-                // Label: name 1, value 2 (values are never empty here).
-                let len = len_field_len(1, k.len()) + len_field_len(2, v.len());
-                write_len_header(1, len, &mut self.labels);
-                write_len_field(1, k.as_bytes(), &mut self.labels);
-                write_len_field(2, v.as_bytes(), &mut self.labels);
-            }
+            encode(&mut self.labels);
             self.series.push(start..self.labels.len());
         }
         self.samples.push((i, ts, value));
@@ -138,12 +196,21 @@ pub fn translate(
     payload: &[u8],
     settings: &Settings,
     max_bytes: usize,
+    cache: &mut LabelCache,
 ) -> Result<Translated, Malformed> {
+    let now = Instant::now();
+    cache.sweep(now);
     let mut out = SeriesWriter::default();
     out.index.reserve(payload.len() / 64);
     let mut dropped = 0u64;
     for rm in input::repeated(payload, 1) {
-        dropped += add_resource(rm?, settings, &mut out)?;
+        let mut ctx = Context {
+            settings,
+            cache: &mut *cache,
+            now,
+            resource_key: 0,
+        };
+        dropped += add_resource(rm?, &mut ctx, &mut out)?;
     }
     let series = out.series.len();
     Ok(Translated {
@@ -153,14 +220,32 @@ pub fn translate(
     })
 }
 
-fn add_resource(rm: &[u8], settings: &Settings, out: &mut SeriesWriter) -> Result<u64, Malformed> {
-    let resource = Resource::decode(input::last_len(rm, 1)?)?;
+/// What a translation carries from resource to metric.
+struct Context<'c> {
+    settings: &'c Settings,
+    cache: &'c mut LabelCache,
+    now: Instant,
+    /// Hash of the encoded resource the current metrics come under.
+    resource_key: u64,
+}
+
+fn add_resource(
+    rm: &[u8],
+    ctx: &mut Context<'_>,
+    out: &mut SeriesWriter,
+) -> Result<u64, Malformed> {
+    let settings = ctx.settings;
+    let encoded = input::last_len(rm, 1)?;
+    let resource = Resource::decode(encoded)?;
+    let mut h = SeriesHasher::new();
+    h.write(encoded);
+    ctx.resource_key = h.finish();
     let base = ResourceLabels::new(&resource.attributes, settings);
     let mut latest_ms: Option<i64> = None;
     let mut dropped = 0;
     for sm in input::repeated(rm, 2) {
         for m in input::repeated(sm?, 2) {
-            let (n, last) = add_metric(m?, &base, settings, out)?;
+            let (n, last) = add_metric(m?, &base, ctx, out)?;
             dropped += n;
             if let Some(ts) = last {
                 latest_ms = Some(latest_ms.map_or(ts, |l: i64| l.max(ts)));
@@ -328,9 +413,10 @@ fn kv_attrs(attrs: &[KeyValue]) -> Vec<Attr<'_>> {
 fn add_metric(
     m: &[u8],
     base: &ResourceLabels,
-    settings: &Settings,
+    ctx: &mut Context<'_>,
     out: &mut SeriesWriter,
 ) -> Result<(u64, Option<i64>), Malformed> {
+    let settings = ctx.settings;
     let header = input::read_metric_header(m)?;
     let Some((field, data)) = header.data else {
         return Ok((0, None));
@@ -347,6 +433,12 @@ fn add_metric(
                 _ => NameKind::Other,
             };
             let name = metric_name(header.name, header.unit, kind, settings);
+            let metric_key = {
+                let mut h = SeriesHasher::new();
+                h.write_u64(ctx.resource_key);
+                h.write(name.as_bytes());
+                h.finish()
+            };
             let mut raw = Vec::new();
             let mut attrs = Vec::new();
             let mut scratch = Scratch::default();
@@ -364,11 +456,37 @@ fn add_metric(
                         None => continue,
                     }
                 };
+                // Known series: the label set from the cache, by its encoded attributes.
+                let mut h = SeriesHasher::new();
+                h.write_u64(metric_key);
+                for a in &raw {
+                    h.write(a.encoded);
+                    h.write_u8(0xff);
+                }
+                let key = h.finish();
+                if let Some(c) = ctx.cache.entries.get_mut(&key) {
+                    c.used = ctx.now;
+                    out.push_hashed(c.hash, |o| o.extend_from_slice(&c.encoded), value, ts);
+                    continue;
+                }
                 for a in &raw {
                     attrs.push(raw_attr(a)?);
                 }
                 labels_into(&mut scratch, &attrs, base, settings, None, &name);
-                out.push(&scratch.set, value, ts);
+                let hash = label_hash(&scratch.set);
+                let mut encoded = Vec::new();
+                encode_labels(&scratch.set, &mut encoded);
+                out.push_hashed(hash, |o| o.extend_from_slice(&encoded), value, ts);
+                let encoded = encoded.into_boxed_slice();
+                let used = ctx.now;
+                ctx.cache.entries.insert(
+                    key,
+                    CachedLabels {
+                        hash,
+                        encoded,
+                        used,
+                    },
+                );
             }
         }
         // Histogram.

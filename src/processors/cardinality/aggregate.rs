@@ -200,6 +200,8 @@ struct Source {
     id: u64,
     output: u64,
     last_seen: Instant,
+    /// When its label values were last shown to [`LabelRules::observe`].
+    observed: Instant,
     labels_dropped: u64,
     previous: Previous,
 }
@@ -587,10 +589,9 @@ impl Aggregator {
         let Some(value) = p.value else {
             return Ok(());
         };
-        if rules.observes() {
-            rules.observe(ctx.metric.name, attrs, now);
-        }
-        let Some(source_key) = self.source_for(ctx, attrs, None, rules, now)? else {
+        let key = self.source_key(ctx, attrs);
+        self.observe(ctx, key, attrs, rules, now);
+        let Some(source_key) = self.source_for(ctx, key, attrs, None, rules, now)? else {
             return Ok(());
         };
         let Some(source) = self.sources.get_mut(&source_key) else {
@@ -664,10 +665,10 @@ impl Aggregator {
             self.metrics.dropped(DropReason::HistogramBounds).add(1);
             return Ok(());
         }
-        if rules.observes() {
-            rules.observe(ctx.metric.name, attrs, now);
-        }
-        let Some(source_key) = self.source_for(ctx, attrs, Some(&p.explicit_bounds), rules, now)?
+        let key = self.source_key(ctx, attrs);
+        self.observe(ctx, key, attrs, rules, now);
+        let Some(source_key) =
+            self.source_for(ctx, key, attrs, Some(&p.explicit_bounds), rules, now)?
         else {
             return Ok(());
         };
@@ -721,21 +722,51 @@ impl Aggregator {
         Ok(())
     }
 
+    /// The identity of a point's source series: its metric's and its encoded attributes'.
+    fn source_key(&self, ctx: &MetricContext, attrs: &[RawAttr<'_>]) -> u128 {
+        let mut k = Key::new();
+        ctx.source_prefix.hash(&mut k);
+        hash_raw_attributes(&mut k, attrs);
+        k.finish128()
+    }
+
+    /// Shows a point's label values to the rules that count them: every point of a new
+    /// series, then a series' values at most once per sweep interval (a tenth of `window`).
+    /// A value carried by a live series is therefore never forgotten, and one whose last
+    /// series stopped is forgotten up to a tenth of `window` early.
+    fn observe(
+        &mut self,
+        ctx: &MetricContext,
+        key: u128,
+        attrs: &[RawAttr<'_>],
+        rules: &mut impl LabelRules,
+        now: Instant,
+    ) {
+        if !rules.observes() {
+            return;
+        }
+        let interval = self.sweep_interval();
+        if let Some(s) = self.sources.get_mut(&key) {
+            if now.saturating_duration_since(s.observed) < interval {
+                return;
+            }
+            s.observed = now;
+        }
+        rules.observe(ctx.metric.name, attrs, now);
+    }
+
     /// Finds or creates the source series of a point and, for a new one, its output series.
     /// A known series is found by a hash of its encoded attributes, which are decoded only
     /// for a new one.
     fn source_for(
         &mut self,
         ctx: &MetricContext,
+        key: u128,
         attrs: &[RawAttr<'_>],
         bounds: Option<&[f64]>,
         rules: &mut impl LabelRules,
         now: Instant,
     ) -> Result<Option<u128>, Malformed> {
-        let mut k = Key::new();
-        ctx.source_prefix.hash(&mut k);
-        hash_raw_attributes(&mut k, attrs);
-        let key = k.finish128();
         if self.sources.contains_key(&key) {
             return Ok(Some(key));
         }
@@ -760,6 +791,7 @@ impl Aggregator {
                 id,
                 output,
                 last_seen: now,
+                observed: now,
                 labels_dropped,
                 previous: Previous::None,
             },

@@ -1122,3 +1122,41 @@ fn emitted_metrics_keep_schema_urls_metadata_int_values_and_histogram_extremes()
     );
     assert!(g.data_points[0].attributes.is_empty());
 }
+
+#[test]
+fn a_value_carried_by_a_live_series_keeps_counting_past_the_window() {
+    let mut c = config(&[]);
+    c.max_values_per_label = 2;
+    c.window = Duration::from_secs(10);
+    let (mut p, registry) = processor(c);
+    let start = Instant::now();
+    let point = |user: &str, t: u64| {
+        metrics_batch(
+            &[],
+            vec![sum(
+                "c",
+                true,
+                vec![number(&[("user_id", user)], S, t * S, 1)],
+            )],
+        )
+    };
+    // `a` is reported every second for 25 s, more than twice the window.
+    for t in 0..25 {
+        run(&mut p, point("a", t + 1), start + Duration::from_secs(t));
+    }
+    // With `a` still counted, `b` and `c` make three values: over the limit of two.
+    run(&mut p, point("b", 30), start + Duration::from_secs(25));
+    let out = run(
+        &mut p,
+        point("c", 30),
+        start + Duration::from_millis(25_500),
+    );
+    assert_eq!(out[0].labels, labels(&[]));
+    assert_eq!(
+        registry.value(
+            "sluice_processor_cardinality_label_value_limit_exceeded_total",
+            ""
+        ),
+        1
+    );
+}

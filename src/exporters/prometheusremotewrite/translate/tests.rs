@@ -20,7 +20,13 @@ fn translate_max(
     settings: &Settings,
     max: usize,
 ) -> (Vec<Vec<u8>>, Decoded) {
-    let out = super::translate(&request.encode_to_vec(), settings, max).unwrap();
+    let out = super::translate(
+        &request.encode_to_vec(),
+        settings,
+        max,
+        &mut LabelCache::default(),
+    )
+    .unwrap();
     let mut series = Vec::new();
     for r in &out.requests {
         let decoded = WriteRequest::decode(r.as_slice()).unwrap();
@@ -483,4 +489,52 @@ fn exponential_histogram_points_are_counted_as_dropped() {
     let out = translate(&request(metrics), &with_suffixes());
     assert_eq!(out.dropped, 2);
     assert!(out.series.is_empty());
+}
+
+/// The second time a request's series come, their label sets come from the cache: the
+/// output must be the same, and a resource with other labels must not reuse them.
+#[test]
+fn cached_label_sets_give_the_same_series_and_follow_the_resource() {
+    let metrics = |v: f64| {
+        vec![Metric {
+            name: "requests".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: vec![
+                    number(vec![kv("route", "/a"), kv("code", "200")], 1000, v, 0),
+                    number(vec![kv("route", "/b")], 1000, v, 0),
+                ],
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        }]
+    };
+    let settings = with_suffixes();
+    let mut cache = LabelCache::default();
+    let mut run = |request: &ExportMetricsServiceRequest| {
+        let out =
+            super::translate(&request.encode_to_vec(), &settings, usize::MAX, &mut cache).unwrap();
+        WriteRequest::decode(out.requests[0].as_slice())
+            .unwrap()
+            .timeseries
+    };
+    let first = run(&request(metrics(1.0)));
+    let again = run(&request(metrics(1.0)));
+    assert_eq!(first, again);
+    let mut other = request(metrics(1.0));
+    other.resource_metrics[0].resource = Some(Resource {
+        attributes: vec![kv("service.name", "billing")],
+        ..Default::default()
+    });
+    let moved = run(&other);
+    let job = |series: &[TimeSeries]| {
+        series[0]
+            .labels
+            .iter()
+            .find(|l| l.name == "job")
+            .map(|l| l.value.clone())
+    };
+    assert_eq!(job(&first).as_deref(), Some("shop/api"));
+    assert_eq!(job(&moved).as_deref(), Some("billing"));
+    assert_eq!(cache.cached(), 4);
 }
