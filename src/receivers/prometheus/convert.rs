@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use super::config::Job;
 use super::encode::{Builder, MetricSlot, NO_RECORDED_VALUE, push_attr};
-use super::parser::{Exposition, MetricType};
+use super::parser::{Exposition, MetricType, Sample};
 use super::relabel::{self, Labels};
 use crate::hash::{FxHashMap, SeriesHasher};
 use crate::otlp::metrics_wire::HistogramValues;
@@ -52,6 +52,8 @@ pub struct TargetState {
     metrics: Vec<(ResKey, String, Kind)>,
     metric_index: FxHashMap<(ResKey, String, Kind), u32>,
     generation: u64,
+    /// Series first seen in the scrape being converted.
+    fresh: Vec<u64>,
 }
 
 /// One scrape as an encoded `ExportMetricsServiceRequest`.
@@ -100,20 +102,54 @@ impl TargetState {
         scrape_ms: i64,
         duration_secs: f64,
     ) -> Result<Built, LimitExceeded> {
-        let prepared = prepare(job, target, exposition)?;
         self.generation += 1;
+        self.fresh.clear();
+        let built = self.convert(job, target, exposition, scrape_ms, duration_secs);
+        if built.is_err() {
+            // Series first seen in a scrape that failed were never sent: forget them rather
+            // than send stale markers for them.
+            for key in std::mem::take(&mut self.fresh) {
+                self.series.remove(&key);
+            }
+        }
+        built
+    }
+
+    /// Samples are prepared (target labels, relabeling, limits) and converted one at a time,
+    /// so a scrape never holds a second copy of its label sets.
+    fn convert(
+        &mut self,
+        job: &Job,
+        target: &Target,
+        exposition: &Exposition<'_>,
+        scrape_ms: i64,
+        duration_secs: f64,
+    ) -> Result<Built, LimitExceeded> {
         let generation = self.generation;
         let scrape_ns = ms_to_ns(scrape_ms);
+        let samples = exposition.samples.len();
         let mut b = Builder::default();
         let mut compound: FxHashMap<u64, usize> =
-            FxHashMap::with_capacity_and_hasher(prepared.len(), Default::default());
-        let mut accums: Vec<Accum> = Vec::with_capacity(prepared.len());
+            FxHashMap::with_capacity_and_hasher(samples, Default::default());
+        let mut accums: Vec<Accum> = Vec::with_capacity(samples);
         // The encoded attributes of every accumulator, one after the other.
         let mut accum_attrs: Vec<u8> = Vec::new();
         let mut attrs: Vec<u8> = Vec::new();
         let mut added = 0u64;
+        let mut post_relabel = 0u64;
 
-        for p in &prepared {
+        for sample in &exposition.samples {
+            let Some(p) = prepare(job, target, sample)? else {
+                continue;
+            };
+            post_relabel += 1;
+            if job.sample_limit > 0 && post_relabel > job.sample_limit {
+                return Err(LimitExceeded(format!(
+                    "sample_limit exceeded (limit {})",
+                    job.sample_limit
+                )));
+            }
+            let p = &p;
             let family = &exposition.families[p.family];
             let (name, res) = p.known.unwrap_or_else(|| {
                 let res = (get(&p.labels, "job"), get(&p.labels, "instance"));
@@ -268,7 +304,7 @@ impl TargetState {
             up: true,
             duration_secs,
             scraped: exposition.samples.len() as u64,
-            post_relabel: prepared.len() as u64,
+            post_relabel,
             added,
         };
         report.emit(&mut b, target, scrape_ns);
@@ -341,6 +377,7 @@ impl TargetState {
                 m
             }
         };
+        self.fresh.push(key);
         self.series.insert(
             key,
             Series {
@@ -441,78 +478,69 @@ struct Prepared<'a> {
     timestamp_ms: Option<i64>,
 }
 
+/// A sample's final labels, or `None` when metric relabeling drops it.
 fn prepare<'a>(
     job: &Job,
     target: &'a Target,
-    exposition: &'a Exposition<'_>,
-) -> Result<Vec<Prepared<'a>>, LimitExceeded> {
-    let mut out = Vec::with_capacity(exposition.samples.len());
-    for sample in &exposition.samples {
-        let mut labels: CowLabels<'a> =
-            Vec::with_capacity(sample.labels.len() + target.labels.len() + 1);
-        labels.push((Cow::Borrowed("__name__"), Cow::Borrowed(sample.name)));
-        for (k, v) in &sample.labels {
-            if !v.is_empty() {
-                labels.push((Cow::Borrowed(*k), Cow::Borrowed(v.as_ref())));
-            }
+    sample: &'a Sample<'_>,
+) -> Result<Option<Prepared<'a>>, LimitExceeded> {
+    let mut labels: CowLabels<'a> =
+        Vec::with_capacity(sample.labels.len() + target.labels.len() + 1);
+    labels.push((Cow::Borrowed("__name__"), Cow::Borrowed(sample.name)));
+    for (k, v) in &sample.labels {
+        if !v.is_empty() {
+            labels.push((Cow::Borrowed(*k), Cow::Borrowed(v.as_ref())));
         }
-        labels.sort_by(|a, b| a.0.cmp(&b.0));
-        labels.dedup_by(|a, b| a.0 == b.0);
-        merge_target_labels(&mut labels, &target.labels, job.honor_labels);
-        if !job.metric_relabel.is_empty() {
-            let mut owned: Labels = labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            if !relabel::apply(&job.metric_relabel, &mut owned) {
-                continue;
-            }
-            labels = owned
-                .into_iter()
-                .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
-                .collect();
+    }
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    labels.dedup_by(|a, b| a.0 == b.0);
+    merge_target_labels(&mut labels, &target.labels, job.honor_labels);
+    if !job.metric_relabel.is_empty() {
+        let mut owned: Labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !relabel::apply(&job.metric_relabel, &mut owned) {
+            return Ok(None);
         }
-        // Without relabeling the name is the sample's, and without `honor_labels` the target's
-        // job and instance win.
-        let known = (job.metric_relabel.is_empty() && !job.honor_labels)
-            .then(|| (sample.name, target.res_key()));
-        if known.is_none() && get_opt(&labels, "__name__").is_none() {
-            continue;
-        }
-        if job.label_limit > 0 && labels.len() as u64 > job.label_limit {
+        labels = owned
+            .into_iter()
+            .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+            .collect();
+    }
+    // Without relabeling the name is the sample's, and without `honor_labels` the target's
+    // job and instance win.
+    let known = (job.metric_relabel.is_empty() && !job.honor_labels)
+        .then(|| (sample.name, target.res_key()));
+    if known.is_none() && get_opt(&labels, "__name__").is_none() {
+        return Ok(None);
+    }
+    if job.label_limit > 0 && labels.len() as u64 > job.label_limit {
+        return Err(LimitExceeded(format!(
+            "label_limit exceeded: a series has {} labels (limit {})",
+            labels.len(),
+            job.label_limit
+        )));
+    }
+    for (k, v) in &labels {
+        if job.label_name_length_limit > 0 && k.len() as u64 > job.label_name_length_limit {
             return Err(LimitExceeded(format!(
-                "label_limit exceeded: a series has {} labels (limit {})",
-                labels.len(),
-                job.label_limit
+                "label_name_length_limit exceeded by `{k}`"
             )));
         }
-        for (k, v) in &labels {
-            if job.label_name_length_limit > 0 && k.len() as u64 > job.label_name_length_limit {
-                return Err(LimitExceeded(format!(
-                    "label_name_length_limit exceeded by `{k}`"
-                )));
-            }
-            if job.label_value_length_limit > 0 && v.len() as u64 > job.label_value_length_limit {
-                return Err(LimitExceeded(format!(
-                    "label_value_length_limit exceeded by the value of `{k}`"
-                )));
-            }
-        }
-        out.push(Prepared {
-            family: sample.family,
-            labels,
-            known,
-            value: sample.value,
-            timestamp_ms: sample.timestamp_ms,
-        });
-        if job.sample_limit > 0 && out.len() as u64 > job.sample_limit {
+        if job.label_value_length_limit > 0 && v.len() as u64 > job.label_value_length_limit {
             return Err(LimitExceeded(format!(
-                "sample_limit exceeded (limit {})",
-                job.sample_limit
+                "label_value_length_limit exceeded by the value of `{k}`"
             )));
         }
     }
-    Ok(out)
+    Ok(Some(Prepared {
+        family: sample.family,
+        labels,
+        known,
+        value: sample.value,
+        timestamp_ms: sample.timestamp_ms,
+    }))
 }
 
 /// Prometheus' rule: with `honor_labels` the scraped value wins; otherwise the target's does

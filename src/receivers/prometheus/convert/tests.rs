@@ -390,3 +390,26 @@ fn the_encoding_is_what_prost_writes_for_the_same_request() {
     assert_eq!(request.encode_to_vec(), stale.encoded);
     assert_eq!(stale.points, 5 + 5);
 }
+
+/// Samples are converted as they are read, so a limit can trip after some series were
+/// tracked: those never sent must not get stale markers when the scrape is reported failed.
+#[test]
+fn a_scrape_failing_midway_marks_stale_only_the_series_that_were_sent() {
+    let j = job("      sample_limit: 3\n");
+    let mut s = TargetState::default();
+    scrape(&mut s, &j, "a 1\nb 2\n", Format::Text, T0);
+    let e = parse("a 1\nb 2\nnew 3\nnew2 4\n", Format::Text).unwrap();
+    assert!(s.scraped(&j, &target(), &e, T0 + 1000, 0.0).is_err());
+    let failed = decoded(s.failed(&target(), T0 + 1000, 0.0));
+    let mut stale: Vec<&str> = metrics(&failed)
+        .iter()
+        .filter(|m| {
+            matches!(&m.data, Some(metric::Data::Gauge(g))
+                if g.data_points.iter().any(|p| p.flags & 1 == 1))
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    stale.sort();
+    assert_eq!(stale, ["a", "b"]);
+    assert_eq!(s.tracked_series(), 0);
+}
