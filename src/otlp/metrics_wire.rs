@@ -92,7 +92,7 @@ impl std::fmt::Display for Malformed {
         match self {
             Malformed::Wire(e) => write!(f, "{e}"),
             Malformed::Decode(e) => write!(f, "{e}"),
-            Malformed::Utf8 => f.write_str("an attribute key is not valid UTF-8"),
+            Malformed::Utf8 => f.write_str("a string is not valid UTF-8"),
         }
     }
 }
@@ -130,8 +130,8 @@ pub fn repeated(buf: &[u8], number: u32) -> impl Iterator<Item = Result<&[u8], W
     })
 }
 
-/// The last occurrence of length-delimited field `number` (protobuf's rule for singular
-/// fields), or empty.
+/// The last occurrence of length-delimited field `number`, or empty: last wins, as for a
+/// singular string (an embedded message sent twice would be merged; no sender does that).
 pub fn last_len(buf: &[u8], number: u32) -> Result<&[u8], WireError> {
     let mut out: &[u8] = &[];
     for f in fields(buf) {

@@ -15,7 +15,6 @@
 //!   `window`: a label limit that trips later applies to new series only, so no series moves
 //!   (which would count its history twice).
 
-use crate::hash::{FxHashMap as HashMap, SeriesHasher};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use prost::Message;
 
+use crate::hash::{FxHashMap as HashMap, SeriesHasher};
 pub use crate::otlp::metrics_wire::Num;
 use crate::otlp::metrics_wire::{
     self as input, ATTRIBUTES, HistogramValues, Malformed, MetricHeader, NumberPoint, RawAttr,
@@ -58,11 +58,12 @@ pub enum GaugeAggregation {
 pub trait LabelRules {
     /// Rewrites a resource's attributes; called for every resource of every batch.
     fn resource(&mut self, attributes: &mut Vec<KeyValue>);
-    /// Whether [`LabelRules::observe`] wants to see every point.
+    /// Whether [`LabelRules::observe`] wants to see points at all.
     fn observes(&self) -> bool {
         true
     }
-    /// Sees the attributes of every data point (to count distinct values).
+    /// Sees the attributes of a series' points (to count distinct values): every point of a
+    /// new series, then one at most every sweep interval.
     fn observe(&mut self, metric: &str, attributes: &[RawAttr<'_>], now: Instant);
     /// Rewrites the attributes of a series seen for the first time; returns how many of
     /// them were removed.
