@@ -183,18 +183,18 @@ enum Kind {
 #[derive(Clone, Debug)]
 enum Previous {
     None,
-    Number {
-        start: u64,
-        time: u64,
-        value: Num,
-    },
-    Histogram {
-        start: u64,
-        time: u64,
-        count: u64,
-        sum: f64,
-        buckets: Vec<u64>,
-    },
+    Number { start: u64, time: u64, value: Num },
+    // Boxed, as most series are numbers.
+    Histogram(Box<PreviousHistogram>),
+}
+
+#[derive(Clone, Debug)]
+struct PreviousHistogram {
+    start: u64,
+    time: u64,
+    count: u64,
+    sum: f64,
+    buckets: Vec<u64>,
 }
 
 struct Source {
@@ -245,8 +245,9 @@ enum Value {
     DeltaSum(Option<Num>),
     /// Latest (time, value) per source since the last flush.
     Gauge(HashMap<u64, (u64, Num)>),
-    CumulativeHistogram(HistogramTotal),
-    DeltaHistogram(HistogramTotal),
+    // Boxed: an output of every kind is as large as its largest variant, and most are sums.
+    CumulativeHistogram(Box<HistogramTotal>),
+    DeltaHistogram(Box<HistogramTotal>),
 }
 
 struct Output {
@@ -901,8 +902,10 @@ impl Aggregator {
                 cumulative: true, ..
             } => Value::CumulativeSum(None),
             Kind::Sum { .. } => Value::DeltaSum(None),
-            Kind::Histogram { cumulative: true } => Value::CumulativeHistogram(histogram()),
-            Kind::Histogram { cumulative: false } => Value::DeltaHistogram(histogram()),
+            Kind::Histogram { cumulative: true } => {
+                Value::CumulativeHistogram(Box::new(histogram()))
+            }
+            Kind::Histogram { cumulative: false } => Value::DeltaHistogram(Box::new(histogram())),
         };
         stream.series.insert(key, id);
         if !overflow {
@@ -1318,13 +1321,14 @@ fn cumulative_histogram(
 ) -> Option<HistogramDelta> {
     let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
     let delta = match previous {
-        Previous::Histogram {
-            start: s,
-            time: t,
-            count,
-            sum,
-            buckets,
-        } => {
+        Previous::Histogram(h) => {
+            let PreviousHistogram {
+                start: s,
+                time: t,
+                count,
+                sum,
+                buckets,
+            } = h.as_ref();
             if start < *s || (start == *s && time <= *t) {
                 return None;
             }
@@ -1351,13 +1355,13 @@ fn cumulative_histogram(
         }
         _ => (p.count, p.sum, p.bucket_counts.clone()),
     };
-    *previous = Previous::Histogram {
+    *previous = Previous::Histogram(Box::new(PreviousHistogram {
         start,
         time,
         count: p.count,
         sum: p.sum.unwrap_or(0.0),
         buckets: p.bucket_counts.clone(),
-    };
+    }));
     Some(delta)
 }
 
