@@ -1160,8 +1160,8 @@ fn metadata_len(stream: &Stream) -> usize {
 }
 
 /// A metric's name, description and unit fields and the header of its data field, whose
-/// payload is `points_len` bytes of points and the data tail.
-fn metric_header(stream: &Stream, points_len: usize) -> Vec<u8> {
+/// payload (points and data tail) is `data_len` bytes.
+fn metric_header(stream: &Stream, data_len: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for (field, s) in [
         (1, &stream.name),
@@ -1177,11 +1177,7 @@ fn metric_header(stream: &Stream, points_len: usize) -> Vec<u8> {
         Kind::Sum { .. } => 7,
         Kind::Histogram { .. } => 9,
     };
-    write_len_header(
-        data_field,
-        points_len + data_tail(stream.kind).len(),
-        &mut out,
-    );
+    write_len_header(data_field, data_len, &mut out);
     out
 }
 
@@ -1194,6 +1190,15 @@ fn encode_attributes(attributes: &[KeyValue]) -> Vec<u8> {
     out
 }
 
+/// A metric being framed: the fields before its points, the points, the fields that close its
+/// data, and the length of the whole (metadata included).
+struct MetricParts<'a> {
+    header: Vec<u8>,
+    points: &'a [u8],
+    tail: Vec<u8>,
+    len: usize,
+}
+
 /// A `ResourceMetrics` field holding one scope's metrics, one per stream.
 fn write_resource_metrics(streams: &[(&Stream, Vec<u8>)], out: &mut Vec<u8>) {
     let Some((first, _)) = streams.first() else {
@@ -1201,15 +1206,18 @@ fn write_resource_metrics(streams: &[(&Stream, Vec<u8>)], out: &mut Vec<u8>) {
     };
     let resource = first.resource.encode_to_vec();
     let scope = first.scope.encode_to_vec();
-    let metrics: Vec<(Vec<u8>, &[u8])> = streams
+    let metrics: Vec<MetricParts> = streams
         .iter()
-        .map(|(stream, points)| (metric_header(stream, points.len()), points.as_slice()))
-        .collect();
-    let metric_lens: Vec<usize> = streams
-        .iter()
-        .zip(&metrics)
-        .map(|((stream, _), (header, points))| {
-            header.len() + points.len() + data_tail(stream.kind).len() + metadata_len(stream)
+        .map(|(stream, points)| {
+            let tail = data_tail(stream.kind);
+            let header = metric_header(stream, points.len() + tail.len());
+            let len = header.len() + points.len() + tail.len() + metadata_len(stream);
+            MetricParts {
+                header,
+                points,
+                tail,
+                len,
+            }
         })
         .collect();
     let text = |field, s: &str| {
@@ -1220,9 +1228,9 @@ fn write_resource_metrics(streams: &[(&Stream, Vec<u8>)], out: &mut Vec<u8>) {
         }
     };
     let scope_metrics = len_field_len(1, scope.len())
-        + metric_lens
+        + metrics
             .iter()
-            .map(|len| len_field_len(2, *len))
+            .map(|m| len_field_len(2, m.len))
             .sum::<usize>()
         + text(3, &first.scope_schema_url);
     let resource_metrics = len_field_len(1, resource.len())
@@ -1232,11 +1240,11 @@ fn write_resource_metrics(streams: &[(&Stream, Vec<u8>)], out: &mut Vec<u8>) {
     write_len_field(1, &resource, out);
     write_len_header(2, scope_metrics, out);
     write_len_field(1, &scope, out);
-    for (((stream, _), (header, points)), len) in streams.iter().zip(&metrics).zip(metric_lens) {
-        write_len_header(2, len, out);
-        out.extend_from_slice(header);
-        out.extend_from_slice(points);
-        out.extend_from_slice(&data_tail(stream.kind));
+    for ((stream, _), m) in streams.iter().zip(&metrics) {
+        write_len_header(2, m.len, out);
+        out.extend_from_slice(&m.header);
+        out.extend_from_slice(m.points);
+        out.extend_from_slice(&m.tail);
         for kv in &stream.metadata {
             prost::encoding::message::encode(12, kv, out);
         }
