@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use super::config::Job;
 use super::encode::{Builder, MetricSlot, NO_RECORDED_VALUE, push_attr};
-use super::parser::{Exposition, MetricType, Sample};
+use super::parser::{Format, MetricType, ParseError, Sample, parse_each, parse_float};
 use super::relabel::{self, Labels};
 use crate::hash::{FxHashMap, SeriesHasher};
 use crate::otlp::metrics_wire::HistogramValues;
@@ -62,9 +62,15 @@ pub struct Built {
     pub points: usize,
 }
 
-/// Why a scrape that returned a body still failed.
+/// Why a scrape that returned a body still failed: a parse error or a limit.
 #[derive(Debug, PartialEq, Eq)]
-pub struct LimitExceeded(pub String);
+pub struct ScrapeFailed(pub String);
+
+impl From<ParseError> for ScrapeFailed {
+    fn from(e: ParseError) -> Self {
+        ScrapeFailed(format!("parse error: {e}"))
+    }
+}
 
 /// A scraped target: its final labels (with `job` and `instance`) and scheme.
 #[derive(Clone, Debug)]
@@ -92,19 +98,21 @@ impl TargetState {
         self.series.len()
     }
 
-    /// Converts a parsed body. On a limit violation nothing is kept and the caller reports
-    /// the scrape as failed (see [`TargetState::failed`]).
+    /// Parses and converts a body. On a parse error or a limit violation the series first
+    /// seen in it are forgotten and the caller reports the scrape as failed (see
+    /// [`TargetState::failed`]). `duration_secs` is asked for once the body is converted.
     pub fn scraped(
         &mut self,
         job: &Job,
         target: &Target,
-        exposition: &Exposition<'_>,
+        text: &str,
+        format: Format,
         scrape_ms: i64,
-        duration_secs: f64,
-    ) -> Result<Built, LimitExceeded> {
+        duration_secs: &dyn Fn() -> f64,
+    ) -> Result<Built, ScrapeFailed> {
         self.generation += 1;
         self.fresh.clear();
-        let built = self.convert(job, target, exposition, scrape_ms, duration_secs);
+        let built = self.convert(job, target, text, format, scrape_ms, duration_secs);
         if built.is_err() {
             // Series first seen in a scrape that failed were never sent: forget them rather
             // than send stale markers for them.
@@ -115,42 +123,47 @@ impl TargetState {
         built
     }
 
-    /// Samples are prepared (target labels, relabeling, limits) and converted one at a time,
-    /// so a scrape never holds a second copy of its label sets.
+    /// Samples are converted as the parser reads them (target labels, relabeling, limits),
+    /// so a scrape never holds its parsed samples or a second copy of its label sets. The
+    /// samples of a counter, histogram or summary family are gathered per series until the
+    /// family ends; a series met again later in the same body is a duplicate and, as in
+    /// Prometheus, only its first occurrence counts.
     fn convert(
         &mut self,
         job: &Job,
         target: &Target,
-        exposition: &Exposition<'_>,
+        text: &str,
+        format: Format,
         scrape_ms: i64,
-        duration_secs: f64,
-    ) -> Result<Built, LimitExceeded> {
+        duration_secs: &dyn Fn() -> f64,
+    ) -> Result<Built, ScrapeFailed> {
         let generation = self.generation;
         let scrape_ns = ms_to_ns(scrape_ms);
-        let samples = exposition.samples.len();
         let mut b = Builder::default();
-        let mut compound: FxHashMap<u64, usize> =
-            FxHashMap::with_capacity_and_hasher(samples, Default::default());
-        let mut accums: Vec<Accum> = Vec::with_capacity(samples);
-        // The encoded attributes of every accumulator, one after the other.
-        let mut accum_attrs: Vec<u8> = Vec::new();
+        let mut family = Gathered::default();
         let mut attrs: Vec<u8> = Vec::new();
+        let mut scraped = 0u64;
         let mut added = 0u64;
         let mut post_relabel = 0u64;
 
-        for sample in &exposition.samples {
+        parse_each(text, format, |families, sample| {
+            scraped += 1;
+            if family.index != Some(sample.family) {
+                added += self.flush(&mut b, &mut family, generation);
+                family.index = Some(sample.family);
+            }
             let Some(p) = prepare(job, target, sample)? else {
-                continue;
+                return Ok(());
             };
             post_relabel += 1;
             if job.sample_limit > 0 && post_relabel > job.sample_limit {
-                return Err(LimitExceeded(format!(
+                return Err(ScrapeFailed(format!(
                     "sample_limit exceeded (limit {})",
                     job.sample_limit
                 )));
             }
             let p = &p;
-            let family = &exposition.families[p.family];
+            let meta = &families[sample.family];
             let (name, res) = p.known.unwrap_or_else(|| {
                 let res = (get(&p.labels, "job"), get(&p.labels, "instance"));
                 (get(&p.labels, "__name__"), res)
@@ -159,85 +172,80 @@ impl TargetState {
                 Some(ms) if job.honor_timestamps => ms_to_ns(ms),
                 _ => scrape_ns,
             };
-            let compound_kind = match family.kind {
-                MetricType::Counter if family.owns(name) => Some(Kind::Sum),
-                MetricType::Histogram if family.owns(name) => Some(Kind::Histogram),
-                MetricType::Summary if family.owns(name) => Some(Kind::Summary),
+            let compound_kind = match meta.kind {
+                MetricType::Counter if meta.owns(name) => Some(Kind::Sum),
+                MetricType::Histogram if meta.owns(name) => Some(Kind::Histogram),
+                MetricType::Summary if meta.owns(name) => Some(Kind::Summary),
                 _ => None,
             };
             let Some(kind) = compound_kind else {
-                let slot = b.metric(res, name, Kind::Gauge, Some(family));
+                let slot = b.metric(res, name, Kind::Gauge, Some(meta));
                 attrs.clear();
                 encode_attributes(&p.labels, None, &mut attrs);
-                if self
-                    .track(
-                        &b,
-                        slot,
-                        Kind::Gauge,
-                        &attrs,
-                        generation,
-                        ts_ns,
-                        p.value,
-                        None,
-                    )
-                    .1
-                {
-                    added += 1;
+                let seen = self.track(
+                    &b,
+                    slot,
+                    Kind::Gauge,
+                    &attrs,
+                    generation,
+                    ts_ns,
+                    p.value,
+                    None,
+                );
+                if let Some((_, is_new)) = seen {
+                    added += u64::from(is_new);
+                    b.number(slot, &attrs, 0, ts_ns, p.value);
                 }
-                b.number(slot, &attrs, 0, ts_ns, p.value);
-                continue;
+                return Ok(());
             };
-            let suffix = &name[family.name.len()..];
+            let suffix = &name[meta.name.len()..];
             let skip = match kind {
                 Kind::Histogram => Some("le"),
                 Kind::Summary => Some("quantile"),
                 _ => None,
             };
-            let slot = b.metric(res, family.name, kind, Some(family));
-            let mut h = SeriesHasher::new();
-            slot.hash(&mut h);
-            for (k, v) in &p.labels {
-                if k != "__name__" && Some(k.as_ref()) != skip {
-                    k.hash(&mut h);
-                    v.hash(&mut h);
-                }
-            }
-            let index = *compound.entry(h.finish()).or_insert_with(|| {
-                let start = accum_attrs.len();
-                encode_attributes(&p.labels, skip, &mut accum_attrs);
-                accums.push(Accum {
-                    slot,
-                    kind,
-                    attrs: start..accum_attrs.len(),
-                    ts_ns,
-                    ..Accum::default()
-                });
-                accums.len() - 1
-            });
-            let a = &mut accums[index];
+            let slot = b.metric(res, meta.name, kind, Some(meta));
+            let a = family.accum(slot, kind, skip, &p.labels, ts_ns);
+            // A repeated sample of the series is a duplicate: the first one counts.
+            let first = |field: &mut Option<f64>| *field = Some(field.unwrap_or(p.value));
             match (kind, suffix) {
-                (_, "_created") => a.created = Some(p.value),
-                (Kind::Sum, "" | "_total") => a.value = Some(p.value),
+                (_, "_created") => first(&mut a.created),
+                (Kind::Sum, "" | "_total") => first(&mut a.value),
                 (Kind::Histogram, "_bucket") => {
-                    if let Some(le) = get_opt(&p.labels, "le").and_then(super::parser::parse_float)
-                    {
+                    if let Some(le) = get_opt(&p.labels, "le").and_then(parse_float) {
                         a.buckets.push((le, p.value));
                     }
                 }
                 (Kind::Summary, "") => {
-                    if let Some(q) =
-                        get_opt(&p.labels, "quantile").and_then(super::parser::parse_float)
-                    {
+                    if let Some(q) = get_opt(&p.labels, "quantile").and_then(parse_float) {
                         a.buckets.push((q, p.value));
                     }
                 }
-                (_, "_sum") => a.sum = Some(p.value),
-                (_, "_count") => a.count = Some(p.value),
+                (_, "_sum") => first(&mut a.sum),
+                (_, "_count") => first(&mut a.count),
                 _ => {}
             }
-        }
+            Ok(())
+        })?;
+        added += self.flush(&mut b, &mut family, generation);
 
-        for mut a in accums {
+        self.mark_stale(&mut b, generation, scrape_ns);
+        let report = Report {
+            up: true,
+            duration_secs: duration_secs(),
+            scraped,
+            post_relabel,
+            added,
+        };
+        report.emit(&mut b, target, scrape_ns);
+        Ok(finish(b, target))
+    }
+
+    /// Converts the series gathered from a counter, histogram or summary family; returns how
+    /// many of them are new.
+    fn flush(&mut self, b: &mut Builder, family: &mut Gathered, generation: u64) -> u64 {
+        let mut added = 0;
+        for mut a in family.accums.drain(..) {
             let progress = match a.kind {
                 Kind::Sum => a.value,
                 _ => a.count,
@@ -247,13 +255,14 @@ impl TargetState {
                 .created
                 .filter(|c| c.is_finite() && *c > 0.0)
                 .map(|c| (c * 1e9) as u64);
-            let attrs = &accum_attrs[a.attrs.clone()];
-            let (start_ns, is_new) = self.track(
-                &b, a.slot, a.kind, attrs, generation, a.ts_ns, progress, created_ns,
+            let attrs = &family.attrs[a.attrs.clone()];
+            let seen = self.track(
+                b, a.slot, a.kind, attrs, generation, a.ts_ns, progress, created_ns,
             );
-            if is_new {
-                added += 1;
-            }
+            let Some((start_ns, is_new)) = seen else {
+                continue;
+            };
+            added += u64::from(is_new);
             match a.kind {
                 Kind::Sum => b.number(a.slot, attrs, start_ns, a.ts_ns, progress),
                 Kind::Histogram => {
@@ -298,17 +307,9 @@ impl TargetState {
                 Kind::Gauge => {}
             }
         }
-
-        self.mark_stale(&mut b, generation, scrape_ns);
-        let report = Report {
-            up: true,
-            duration_secs,
-            scraped: exposition.samples.len() as u64,
-            post_relabel,
-            added,
-        };
-        report.emit(&mut b, target, scrape_ns);
-        Ok(finish(b, target))
+        family.compound.clear();
+        family.attrs.clear();
+        added
     }
 
     /// A failed scrape: `up` 0, and every series of the last good scrape goes stale.
@@ -336,7 +337,8 @@ impl TargetState {
         finish(b, target)
     }
 
-    /// Records a series as seen; returns its start time and whether it is new.
+    /// Records a series as seen; returns its start time and whether it is new, or `None`
+    /// when it was already seen in this scrape (a duplicate, to be left out).
     #[allow(clippy::too_many_arguments)]
     fn track(
         &mut self,
@@ -348,9 +350,12 @@ impl TargetState {
         ts_ns: u64,
         progress: f64,
         created_ns: Option<u64>,
-    ) -> (u64, bool) {
+    ) -> Option<(u64, bool)> {
         let key = b.series_key(slot, attrs);
         if let Some(s) = self.series.get_mut(&key) {
+            if s.generation == generation {
+                return None;
+            }
             s.generation = generation;
             if let Some(c) = created_ns {
                 s.start_ns = c;
@@ -359,7 +364,7 @@ impl TargetState {
                 s.start_ns = ts_ns;
             }
             s.last = progress;
-            return (s.start_ns, false);
+            return Some((s.start_ns, false));
         }
         let start_ns = created_ns.unwrap_or(ts_ns);
         let res = b.res(slot);
@@ -388,7 +393,7 @@ impl TargetState {
                 attrs: attrs.into(),
             },
         );
-        (start_ns, true)
+        Some((start_ns, true))
     }
 
     /// One no-recorded-value point per series not seen in this scrape, which is forgotten.
@@ -469,7 +474,6 @@ impl Report {
 
 /// A sample with its final label set (target labels merged, metric relabeling applied).
 struct Prepared<'a> {
-    family: usize,
     labels: CowLabels<'a>,
     /// `__name__`, `job` and `instance` of `labels`, when found without a search; else
     /// searched for.
@@ -483,7 +487,7 @@ fn prepare<'a>(
     job: &Job,
     target: &'a Target,
     sample: &'a Sample<'_>,
-) -> Result<Option<Prepared<'a>>, LimitExceeded> {
+) -> Result<Option<Prepared<'a>>, ScrapeFailed> {
     let mut labels: CowLabels<'a> =
         Vec::with_capacity(sample.labels.len() + target.labels.len() + 1);
     labels.push((Cow::Borrowed("__name__"), Cow::Borrowed(sample.name)));
@@ -516,7 +520,7 @@ fn prepare<'a>(
         return Ok(None);
     }
     if job.label_limit > 0 && labels.len() as u64 > job.label_limit {
-        return Err(LimitExceeded(format!(
+        return Err(ScrapeFailed(format!(
             "label_limit exceeded: a series has {} labels (limit {})",
             labels.len(),
             job.label_limit
@@ -524,18 +528,17 @@ fn prepare<'a>(
     }
     for (k, v) in &labels {
         if job.label_name_length_limit > 0 && k.len() as u64 > job.label_name_length_limit {
-            return Err(LimitExceeded(format!(
+            return Err(ScrapeFailed(format!(
                 "label_name_length_limit exceeded by `{k}`"
             )));
         }
         if job.label_value_length_limit > 0 && v.len() as u64 > job.label_value_length_limit {
-            return Err(LimitExceeded(format!(
+            return Err(ScrapeFailed(format!(
                 "label_value_length_limit exceeded by the value of `{k}`"
             )));
         }
     }
     Ok(Some(Prepared {
-        family: sample.family,
         labels,
         known,
         value: sample.value,
@@ -597,6 +600,53 @@ fn encode_attributes<K: AsRef<str>, V: AsRef<str>>(
 
 fn ms_to_ns(ms: i64) -> u64 {
     (ms.max(0) as u64).saturating_mul(1_000_000)
+}
+
+/// The counter, histogram or summary series of the family being read, gathered until it
+/// ends.
+#[derive(Default)]
+struct Gathered {
+    /// Index of the family (into the parser's families).
+    index: Option<usize>,
+    /// Series identity → index into `accums`.
+    compound: FxHashMap<u64, usize>,
+    accums: Vec<Accum>,
+    /// The encoded attributes of every accumulator, one after the other.
+    attrs: Vec<u8>,
+}
+
+impl Gathered {
+    /// The accumulator of a sample's series (its labels but `skip`), new if need be.
+    fn accum(
+        &mut self,
+        slot: MetricSlot,
+        kind: Kind,
+        skip: Option<&str>,
+        labels: &CowLabels<'_>,
+        ts_ns: u64,
+    ) -> &mut Accum {
+        let mut h = SeriesHasher::new();
+        slot.hash(&mut h);
+        for (k, v) in labels {
+            if k != "__name__" && Some(k.as_ref()) != skip {
+                k.hash(&mut h);
+                v.hash(&mut h);
+            }
+        }
+        let index = *self.compound.entry(h.finish()).or_insert_with(|| {
+            let start = self.attrs.len();
+            encode_attributes(labels, skip, &mut self.attrs);
+            self.accums.push(Accum {
+                slot,
+                kind,
+                attrs: start..self.attrs.len(),
+                ts_ns,
+                ..Accum::default()
+            });
+            self.accums.len() - 1
+        });
+        &mut self.accums[index]
+    }
 }
 
 #[derive(Default)]

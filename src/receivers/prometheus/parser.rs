@@ -129,11 +129,30 @@ pub struct ParseError {
 
 /// Parses a whole exposition. Any malformed line fails the whole body, as in Prometheus.
 pub fn parse(text: &str, format: Format) -> Result<Exposition<'_>, ParseError> {
+    let mut samples = Vec::new();
+    let families = parse_each(text, format, |_, sample| {
+        samples.push(sample.clone());
+        Ok::<(), ParseError>(())
+    })?;
+    Ok(Exposition { families, samples })
+}
+
+/// Parses a body line by line, handing each sample to `each` as it is read, with the
+/// families met so far (a sample's `family` indexes them), so that nothing of the body but
+/// its families is held at once. Returns the families. Metadata applies to the samples that
+/// follow it. A malformed line stops the parse with its error (samples before it have been
+/// handed over); an error of `each` stops it too.
+pub fn parse_each<'a, E: From<ParseError>>(
+    text: &'a str,
+    format: Format,
+    mut each: impl FnMut(&[Family<'a>], &Sample<'a>) -> Result<(), E>,
+) -> Result<Vec<Family<'a>>, E> {
     let mut parser = Parser {
         format,
-        out: Exposition::default(),
+        families: Vec::new(),
         current: None,
     };
+    let mut labels = Vec::new();
     let mut saw_eof = false;
     for (n, raw) in text.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -145,7 +164,7 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition<'_>, ParseError> {
             if line.is_empty() {
                 continue;
             }
-            return Err(err("content after `# EOF`".into()));
+            return Err(err("content after `# EOF`".into()).into());
         }
         if line.trim().is_empty() {
             continue;
@@ -157,21 +176,25 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition<'_>, ParseError> {
             }
             parser.comment(comment).map_err(err)?;
         } else {
-            parser.sample(line).map_err(err)?;
+            labels.clear();
+            let sample = parser.sample(line, labels).map_err(err)?;
+            each(&parser.families, &sample)?;
+            labels = sample.labels;
         }
     }
     if format == Format::OpenMetrics && !saw_eof {
         return Err(ParseError {
             line: text.split('\n').count(),
             message: "OpenMetrics body does not end with `# EOF`".into(),
-        });
+        }
+        .into());
     }
-    Ok(parser.out)
+    Ok(parser.families)
 }
 
 struct Parser<'a> {
     format: Format,
-    out: Exposition<'a>,
+    families: Vec<Family<'a>>,
     current: Option<usize>,
 }
 
@@ -187,7 +210,7 @@ impl<'a> Parser<'a> {
             return Err(format!("invalid metric name `{name}` in # {keyword}"));
         }
         let index = self.family_named(name);
-        let family = &mut self.out.families[index];
+        let family = &mut self.families[index];
         match keyword {
             "HELP" => family.help = Some(unescape_help(rest)),
             "TYPE" => {
@@ -206,7 +229,7 @@ impl<'a> Parser<'a> {
     /// The family declared by a metadata line: the current one when it has that name.
     fn family_named(&mut self, name: &'a str) -> usize {
         if let Some(i) = self.current
-            && self.out.families[i].name == name
+            && self.families[i].name == name
         {
             return i;
         }
@@ -214,18 +237,23 @@ impl<'a> Parser<'a> {
     }
 
     fn push_family(&mut self, name: &'a str) -> usize {
-        self.out.families.push(Family {
+        self.families.push(Family {
             name,
             kind: MetricType::Unknown,
             help: None,
             unit: None,
         });
-        let i = self.out.families.len() - 1;
+        let i = self.families.len() - 1;
         self.current = Some(i);
         i
     }
 
-    fn sample(&mut self, line: &'a str) -> Result<(), String> {
+    /// Reads a sample line; its labels go into `labels` (empty), which the sample returns.
+    fn sample(
+        &mut self,
+        line: &'a str,
+        mut labels: Vec<(&'a str, Cow<'a, str>)>,
+    ) -> Result<Sample<'a>, String> {
         let name_len = line
             .bytes()
             .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b':'))
@@ -235,7 +263,6 @@ impl<'a> Parser<'a> {
             return Err(format!("invalid metric name at `{}`", excerpt(line)));
         }
         let mut rest = &line[name_len..];
-        let mut labels = Vec::new();
         if let Some(after) = skip_blank(rest).strip_prefix('{') {
             rest = parse_labels(after, &mut labels)?;
         }
@@ -272,17 +299,16 @@ impl<'a> Parser<'a> {
             ));
         }
         let family = match self.current {
-            Some(i) if self.out.families[i].owns(name) => i,
+            Some(i) if self.families[i].owns(name) => i,
             _ => self.push_family(name),
         };
-        self.out.samples.push(Sample {
+        Ok(Sample {
             family,
             name,
             labels,
             value,
             timestamp_ms,
-        });
-        Ok(())
+        })
     }
 }
 

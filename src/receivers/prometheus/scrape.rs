@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::config::Job;
 use super::convert::{Built, Target, TargetState};
-use super::parser::{self, Format};
+use super::parser::Format;
 use super::relabel::{self, Labels};
 use crate::otlp::{Batch, Signal};
 use crate::pipeline::consumer::Consumer;
@@ -241,11 +241,9 @@ impl TargetLoop {
         let (body, format) = fetched.map_err(|e| fail(state, e))?;
         let text = std::str::from_utf8(&body)
             .map_err(|e| fail(state, format!("the body is not UTF-8: {e}")))?;
-        let exposition =
-            parser::parse(text, format).map_err(|e| fail(state, format!("parse error: {e}")))?;
-        let duration = started.elapsed().as_secs_f64();
+        let duration = || started.elapsed().as_secs_f64();
         state
-            .scraped(&self.job, target, &exposition, scrape_ms, duration)
+            .scraped(&self.job, target, text, format, scrape_ms, &duration)
             .map_err(|e| fail(state, e.0))
     }
 

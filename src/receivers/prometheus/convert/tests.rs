@@ -5,7 +5,7 @@ use prost::Message;
 
 use super::*;
 use crate::receivers::prometheus::config::PrometheusReceiverConfig;
-use crate::receivers::prometheus::parser::{Format, parse};
+use crate::receivers::prometheus::parser::Format;
 
 fn job(extra: &str) -> Job {
     let yaml = format!(
@@ -41,8 +41,11 @@ fn decoded(b: Built) -> Decoded {
 }
 
 fn scrape(state: &mut TargetState, job: &Job, text: &str, format: Format, ms: i64) -> Decoded {
-    let e = parse(text, format).unwrap();
-    decoded(state.scraped(job, &target(), &e, ms, 0.01).unwrap())
+    decoded(
+        state
+            .scraped(job, &target(), text, format, ms, &|| 0.01)
+            .unwrap(),
+    )
 }
 
 fn metrics(b: &Decoded) -> &[Metric] {
@@ -339,18 +342,23 @@ fn metric_relabeling_and_timestamps() {
 
 #[test]
 fn sample_and_label_limits_fail_the_scrape() {
-    let e = parse("a 1\nb 2\nc 3\n", Format::Text).unwrap();
     let mut s = TargetState::default();
-    let r = s.scraped(&job("      sample_limit: 2\n"), &target(), &e, T0, 0.0);
-    assert!(r.is_err());
-    let e = parse("a{x=\"1\",y=\"2\"} 1\n", Format::Text).unwrap();
-    // __name__, instance, job, zone, x, y = 6 labels.
-    let r = s.scraped(&job("      label_limit: 5\n"), &target(), &e, T0, 0.0);
-    assert!(r.is_err());
-    assert!(
-        s.scraped(&job("      label_limit: 6\n"), &target(), &e, T0, 0.0)
-            .is_ok()
+    let r = s.scraped(
+        &job("      sample_limit: 2\n"),
+        &target(),
+        "a 1\nb 2\nc 3\n",
+        Format::Text,
+        T0,
+        &|| 0.0,
     );
+    assert!(r.is_err());
+    let text = "a{x=\"1\",y=\"2\"} 1\n";
+    // __name__, instance, job, zone, x, y = 6 labels.
+    let label_limit = |n: u64| job(&format!("      label_limit: {n}\n"));
+    let r = s.scraped(&label_limit(5), &target(), text, Format::Text, T0, &|| 0.0);
+    assert!(r.is_err());
+    let r = s.scraped(&label_limit(6), &target(), text, Format::Text, T0, &|| 0.0);
+    assert!(r.is_ok());
 }
 
 #[test]
@@ -380,8 +388,9 @@ fn the_encoding_is_what_prost_writes_for_the_same_request() {
                 # TYPE c_total counter\n# UNIT c_total seconds\nc_total{a=\"1\"} 10\n\
                 # TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 4\nh_sum 2.5\nh_count 4\n\
                 # TYPE s summary\ns{quantile=\"0\"} 0\ns{quantile=\"0.9\"} 7\ns_sum 0\ns_count 3\n";
-    let e = parse(text, Format::Text).unwrap();
-    let built = s.scraped(&j, &target(), &e, T0, 0.01).unwrap();
+    let built = s
+        .scraped(&j, &target(), text, Format::Text, T0, &|| 0.01)
+        .unwrap();
     let request = ExportMetricsServiceRequest::decode(built.encoded.as_slice()).unwrap();
     assert_eq!(request.encode_to_vec(), built.encoded);
     // Every series goes stale: the no-recorded-value points too.
@@ -391,25 +400,63 @@ fn the_encoding_is_what_prost_writes_for_the_same_request() {
     assert_eq!(stale.points, 5 + 5);
 }
 
-/// Samples are converted as they are read, so a limit can trip after some series were
-/// tracked: those never sent must not get stale markers when the scrape is reported failed.
+/// Samples are converted as they are read, so a limit or a malformed line can stop the
+/// scrape after some series were tracked: those never sent must not get stale markers when
+/// the scrape is reported failed.
 #[test]
 fn a_scrape_failing_midway_marks_stale_only_the_series_that_were_sent() {
     let j = job("      sample_limit: 3\n");
+    for (text, reason) in [
+        ("a 1\nb 2\nnew 3\nnew2 4\n", "sample_limit exceeded"),
+        ("a 1\nnew 3\nb 2\nbad{ 4\n", "parse error: line 4"),
+    ] {
+        let mut s = TargetState::default();
+        scrape(&mut s, &j, "a 1\nb 2\n", Format::Text, T0);
+        let r = s.scraped(&j, &target(), text, Format::Text, T0 + 1000, &|| 0.0);
+        let Err(ScrapeFailed(why)) = r else {
+            panic!("{text:?} did not fail")
+        };
+        assert!(why.starts_with(reason), "{why}");
+        let failed = decoded(s.failed(&target(), T0 + 1000, 0.0));
+        let mut stale: Vec<&str> = metrics(&failed)
+            .iter()
+            .filter(|m| {
+                matches!(&m.data, Some(metric::Data::Gauge(g))
+                    if g.data_points.iter().any(|p| p.flags & 1 == 1))
+            })
+            .map(|m| m.name.as_str())
+            .collect();
+        stale.sort();
+        assert_eq!(stale, ["a", "b"], "{text:?}");
+        assert_eq!(s.tracked_series(), 0);
+    }
+}
+
+/// A series given twice in one body (adjacent, or in a family declared again later) is
+/// one point, with its first value, as Prometheus keeps the first of duplicate samples.
+#[test]
+fn a_series_repeated_in_a_body_is_one_point_with_its_first_value() {
+    let text = "# TYPE c_total counter\nc_total{a=\"1\"} 1\nc_total{a=\"1\"} 5\n\
+                g 1\ng 2\n\
+                # TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 3\nh_count 1\n\
+                # TYPE x gauge\nx 1\n\
+                # TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 4\nh_count 2\n";
     let mut s = TargetState::default();
-    scrape(&mut s, &j, "a 1\nb 2\n", Format::Text, T0);
-    let e = parse("a 1\nb 2\nnew 3\nnew2 4\n", Format::Text).unwrap();
-    assert!(s.scraped(&j, &target(), &e, T0 + 1000, 0.0).is_err());
-    let failed = decoded(s.failed(&target(), T0 + 1000, 0.0));
-    let mut stale: Vec<&str> = metrics(&failed)
+    let b = scrape(&mut s, &job(""), text, Format::Text, T0);
+    let c = sum_points(find(&b, "c_total"));
+    assert_eq!((c.len(), value(&c[0])), (1, 1.0));
+    let g = gauge_points(find(&b, "g"));
+    assert_eq!((g.len(), value(&g[0])), (1, 1.0));
+    let h: Vec<_> = metrics(&b)
         .iter()
-        .filter(|m| {
-            matches!(&m.data, Some(metric::Data::Gauge(g))
-                if g.data_points.iter().any(|p| p.flags & 1 == 1))
+        .filter(|m| m.name == "h")
+        .flat_map(|m| match &m.data {
+            Some(metric::Data::Histogram(h)) => h.data_points.clone(),
+            other => panic!("h is not a histogram: {other:?}"),
         })
-        .map(|m| m.name.as_str())
         .collect();
-    stale.sort();
-    assert_eq!(stale, ["a", "b"]);
-    assert_eq!(s.tracked_series(), 0);
+    assert_eq!(h.len(), 1);
+    assert_eq!((h[0].count, h[0].sum), (1, Some(3.0)));
+    // c_total, g, h, x and the five scrape series.
+    assert_eq!(b.points, 4 + 5);
 }
