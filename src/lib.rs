@@ -11,4 +11,5 @@ pub mod otlp;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;
+pub mod seqmap;
 pub mod telemetry;

@@ -19,6 +19,7 @@ use crate::otlp::wire::{
     fields, fixed64_field_len, len_field_len, varint_field_len, write_fixed64, write_len_field,
     write_len_header, write_varint_field,
 };
+use crate::seqmap::SeqMap;
 
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 const NO_RECORDED_VALUE: u32 = 1;
@@ -75,7 +76,8 @@ fn encode_labels(labels: &LabelSet<'_>, out: &mut Vec<u8>) {
 /// forgotten; past a million the cache starts over.
 #[derive(Default)]
 pub struct LabelCache {
-    entries: FxHashMap<u64, CachedLabels>,
+    /// In the order series were first seen, which is mostly the order they come in.
+    entries: SeqMap<u64, CachedLabels>,
     last_sweep: Option<Instant>,
 }
 
@@ -91,7 +93,7 @@ const CACHE_MAX: usize = 1_000_000;
 impl LabelCache {
     fn sweep(&mut self, now: Instant) {
         if self.entries.len() > CACHE_MAX {
-            self.entries = FxHashMap::default();
+            self.entries = SeqMap::default();
         }
         match self.last_sweep {
             Some(t) if now.saturating_duration_since(t) < CACHE_IDLE / 10 => {}

@@ -34,6 +34,7 @@ use crate::otlp::metrics_wire::{
     write_histogram_point, write_number_point,
 };
 use crate::otlp::wire::{len_field_len, write_len_field, write_len_header, write_varint_field};
+use crate::seqmap::SeqMap;
 use crate::telemetry::{Counter, Gauge as GaugeMetric, Registry};
 
 /// The attribute the SDKs put on the series that holds everything over the series limit.
@@ -311,8 +312,9 @@ pub struct Aggregator {
     metrics: EngineMetrics,
     streams: HashMap<u64, Stream>,
     stream_index: HashMap<u128, u64>,
-    outputs: HashMap<u64, Output>,
-    sources: HashMap<u128, Source>,
+    // In insertion order, which is the order points arrive in (see `SeqMap`).
+    outputs: SeqMap<u64, Output>,
+    sources: SeqMap<u128, Source>,
     pending: Vec<u64>,
     next_id: u64,
     next_flush: Option<Instant>,
@@ -326,8 +328,8 @@ impl Aggregator {
             metrics,
             streams: HashMap::default(),
             stream_index: HashMap::default(),
-            outputs: HashMap::default(),
-            sources: HashMap::default(),
+            outputs: SeqMap::default(),
+            sources: SeqMap::default(),
             pending: Vec::new(),
             next_id: 1,
             next_flush: None,

@@ -13,6 +13,7 @@ use super::parser::{Format, MetricType, ParseError, Sample, parse_each, parse_fl
 use super::relabel::{self, Labels};
 use crate::hash::{FxHashMap, SeriesHasher};
 use crate::otlp::metrics_wire::HistogramValues;
+use crate::seqmap::SeqMap;
 
 pub use super::encode::STALE_NAN_BITS;
 
@@ -47,7 +48,8 @@ struct Series {
 /// Per-target memory: known series (for start times, resets and staleness).
 #[derive(Default)]
 pub struct TargetState {
-    series: FxHashMap<u64, Series>,
+    /// In the order series were first seen, which is mostly the body's (see `SeqMap`).
+    series: SeqMap<u64, Series>,
     /// (resource, name, kind) of the metrics of known series, and their index by identity.
     metrics: Vec<(ResKey, String, Kind)>,
     metric_index: FxHashMap<(ResKey, String, Kind), u32>,
