@@ -56,8 +56,18 @@ impl<K: Hash + Eq, V> SeqMap<K, V> {
     }
 
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.get_full_mut(key).map(|(_, v)| v)
+    }
+
+    /// The entry and its position, which stays until an entry is removed.
+    pub fn get_full_mut(&mut self, key: &K) -> Option<(usize, &mut V)> {
         let i = self.position(key)?;
-        self.map.get_index_mut(i).map(|(_, v)| v)
+        self.map.get_index_mut(i).map(|(_, v)| (i, v))
+    }
+
+    /// The entry at a position.
+    pub fn get_index(&self, i: usize) -> Option<&V> {
+        self.map.get_index(i).map(|(_, v)| v)
     }
 
     /// A lookup that does not move the guess (for a shared borrow).
@@ -66,9 +76,14 @@ impl<K: Hash + Eq, V> SeqMap<K, V> {
     }
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.insert_full(key, value).1
+    }
+
+    /// Inserts or replaces; returns the entry's position and the value it replaced.
+    pub fn insert_full(&mut self, key: K, value: V) -> (usize, Option<V>) {
         let (i, old) = self.map.insert_full(key, value);
         self.last = i;
-        old
+        (i, old)
     }
 
     /// Removes an entry; the last entry takes its position.
@@ -120,6 +135,9 @@ mod tests {
             }
         }
         assert_eq!(m.len(), reference.len());
+        let (at, old) = m.insert_full(10_000, 1);
+        assert_eq!((m.get_index(at), old), (Some(&1), None));
+        assert_eq!(m.get_full_mut(&10_000).map(|(i, _)| i), Some(at));
         m.clear();
         assert!(m.is_empty() && m.get_mut(&7).is_none());
     }

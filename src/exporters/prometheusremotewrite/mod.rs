@@ -252,19 +252,16 @@ impl PrometheusRemoteWriteExporter {
                 "Exponential histogram points cannot be sent as classic series; dropped."
             );
         }
-        for encoded in &translated.requests {
-            self.post(encoded).await?;
+        for body in &translated.requests {
+            self.post(body).await?;
         }
         Ok(Delivered {
             rejected: translated.dropped,
         })
     }
 
-    /// Posts one encoded `WriteRequest`, snappy-compressed.
-    async fn post(&self, encoded: &[u8]) -> Result<(), ExportError> {
-        let body = snap::raw::Encoder::new()
-            .compress_vec(encoded)
-            .map_err(|e| ExportError::Permanent(format!("snappy compression failed: {e}")))?;
+    /// Posts one snappy-compressed `WriteRequest`.
+    async fn post(&self, body: &[u8]) -> Result<(), ExportError> {
         let mut http_request = http::Request::post(self.url.clone())
             .header(http::header::CONTENT_ENCODING, "snappy")
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
@@ -273,7 +270,7 @@ impl PrometheusRemoteWriteExporter {
                 http::header::USER_AGENT,
                 concat!("sluice/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(Bytes::copy_from_slice(body)))
             .map_err(|e| ExportError::Permanent(e.to_string()))?;
         for (k, v) in &self.headers {
             http_request.headers_mut().insert(k.clone(), v.clone());

@@ -34,7 +34,7 @@ pub struct Settings {
 }
 
 /// One request's series as encoded `WriteRequest`s of at most the size asked for (a single
-/// larger series still goes alone), series in first-seen order with their samples sorted by
+/// larger series still goes alone), each snappy-compressed, series in first-seen order with their samples sorted by
 /// time; and the number of data points that could not be translated (exponential
 /// histograms).
 pub struct Translated {
@@ -113,37 +113,64 @@ impl LabelCache {
 
 /// Series in first-seen order (the order of the OTLP request, so of the scrape, which keeps
 /// similar label sets together and compresses well). A label set is known by its hash and
-/// encoded once, when first seen; samples are collected flat and grouped at the end.
+/// encoded once, when first seen, or found in the label cache; samples are collected flat
+/// and grouped at the end.
 #[derive(Default)]
 struct SeriesWriter {
     index: FxHashMap<u64, u32>,
-    /// Encoded `TimeSeries.labels` fields of every series, one after the other.
+    /// Encoded `TimeSeries.labels` fields of series not in the label cache, one after the
+    /// other.
     labels: Vec<u8>,
-    series: Vec<std::ops::Range<usize>>,
+    series: Vec<SeriesLabels>,
     /// (series, timestamp ms, value).
     samples: Vec<(u32, i64, f64)>,
+}
+
+/// Where a series' encoded labels are.
+enum SeriesLabels {
+    /// A range of [`SeriesWriter::labels`].
+    Own(u32, u32),
+    /// A position in the label cache (which nothing removes from while translating).
+    Cached(u32),
 }
 
 impl SeriesWriter {
     fn push(&mut self, labels: &LabelSet<'_>, value: f64, ts: i64) {
         let hash = label_hash(labels);
-        self.push_hashed(hash, |out| encode_labels(labels, out), value, ts);
+        self.push_hashed(
+            hash,
+            |own| {
+                let start = own.len() as u32;
+                encode_labels(labels, own);
+                SeriesLabels::Own(start, own.len() as u32)
+            },
+            value,
+            ts,
+        );
     }
 
-    /// A sample of the series with this label-set hash; `encode` writes its labels if the
-    /// series is new to this request.
-    fn push_hashed(&mut self, hash: u64, encode: impl FnOnce(&mut Vec<u8>), value: f64, ts: i64) {
+    /// A sample of the series with this label-set hash; `labels` says where its labels are
+    /// (writing them to the buffer it is given if need be) when the series is new to this
+    /// request.
+    fn push_hashed(
+        &mut self,
+        hash: u64,
+        labels: impl FnOnce(&mut Vec<u8>) -> SeriesLabels,
+        value: f64,
+        ts: i64,
+    ) {
         let next = self.series.len() as u32;
         let i = *self.index.entry(hash).or_insert(next);
         if i == next {
-            let start = self.labels.len();
-            encode(&mut self.labels);
-            self.series.push(start..self.labels.len());
+            let at = labels(&mut self.labels);
+            self.series.push(at);
         }
         self.samples.push((i, ts, value));
     }
 
-    fn finish(mut self, max_bytes: usize) -> Vec<Vec<u8>> {
+    /// The requests, each snappy-compressed as soon as it is written, so that one
+    /// uncompressed request is held at a time.
+    fn finish(mut self, max_bytes: usize, cache: &LabelCache) -> Vec<Vec<u8>> {
         // Stable, and nearly sorted already (most series have one sample).
         self.samples.sort_by_key(|s| (s.0, s.1));
         let sample_len = |ts: i64, v: f64| {
@@ -157,11 +184,26 @@ impl SeriesWriter {
         };
         let mut requests = Vec::new();
         let mut current: Vec<u8> = Vec::new();
+        let mut encoder = snap::raw::Encoder::new();
+        let mut scratch = Vec::new();
+        let mut compress = |current: &mut Vec<u8>| {
+            scratch.resize(snap::raw::max_compress_len(current.len()), 0);
+            // Only fails for inputs over 4 GiB, which `max_bytes` rules out.
+            let n = encoder.compress(current, &mut scratch).unwrap_or(0);
+            current.clear();
+            scratch[..n].to_vec()
+        };
         let mut at = 0;
         while at < self.samples.len() {
             let series = self.samples[at].0;
             let end = at + self.samples[at..].partition_point(|s| s.0 == series);
-            let labels = &self.labels[self.series[series as usize].clone()];
+            let labels = match self.series[series as usize] {
+                SeriesLabels::Own(start, end) => &self.labels[start as usize..end as usize],
+                SeriesLabels::Cached(i) => cache
+                    .entries
+                    .get_index(i as usize)
+                    .map_or(&[][..], |c| &c.encoded[..]),
+            };
             let payload = labels.len()
                 + self.samples[at..end]
                     .iter()
@@ -169,10 +211,10 @@ impl SeriesWriter {
                     .sum::<usize>();
             let field = len_field_len(1, payload);
             if !current.is_empty() && current.len() + field > max_bytes {
-                requests.push(std::mem::take(&mut current));
+                requests.push(compress(&mut current));
             }
             if current.is_empty() {
-                current.reserve(max_bytes.min(self.labels.len() + self.samples.len() * 24));
+                current.reserve(max_bytes.min(self.labels.len() + self.samples.len() * 128));
             }
             write_len_header(1, payload, &mut current);
             current.extend_from_slice(labels);
@@ -188,7 +230,7 @@ impl SeriesWriter {
             at = end;
         }
         if !current.is_empty() {
-            requests.push(current);
+            requests.push(compress(&mut current));
         }
         requests
     }
@@ -216,7 +258,7 @@ pub fn translate(
     }
     let series = out.series.len();
     Ok(Translated {
-        requests: out.finish(max_bytes),
+        requests: out.finish(max_bytes, cache),
         series,
         dropped,
     })
@@ -466,9 +508,9 @@ fn add_metric(
                     h.write_u8(0xff);
                 }
                 let key = h.finish();
-                if let Some(c) = ctx.cache.entries.get_mut(&key) {
+                if let Some((at, c)) = ctx.cache.entries.get_full_mut(&key) {
                     c.used = ctx.now;
-                    out.push_hashed(c.hash, |o| o.extend_from_slice(&c.encoded), value, ts);
+                    out.push_hashed(c.hash, |_| SeriesLabels::Cached(at as u32), value, ts);
                     continue;
                 }
                 for a in &raw {
@@ -478,17 +520,13 @@ fn add_metric(
                 let hash = label_hash(&scratch.set);
                 let mut encoded = Vec::new();
                 encode_labels(&scratch.set, &mut encoded);
-                out.push_hashed(hash, |o| o.extend_from_slice(&encoded), value, ts);
-                let encoded = encoded.into_boxed_slice();
-                let used = ctx.now;
-                ctx.cache.entries.insert(
-                    key,
-                    CachedLabels {
-                        hash,
-                        encoded,
-                        used,
-                    },
-                );
+                let cached = CachedLabels {
+                    hash,
+                    encoded: encoded.into_boxed_slice(),
+                    used: ctx.now,
+                };
+                let (at, _) = ctx.cache.entries.insert_full(key, cached);
+                out.push_hashed(hash, |_| SeriesLabels::Cached(at as u32), value, ts);
             }
         }
         // Histogram.

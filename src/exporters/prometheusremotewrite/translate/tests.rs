@@ -27,20 +27,25 @@ fn translate_max(
         &mut LabelCache::default(),
     )
     .unwrap();
+    let requests: Vec<Vec<u8>> = out.requests.iter().map(|r| unsnappy(r)).collect();
     let mut series = Vec::new();
-    for r in &out.requests {
+    for r in &requests {
         let decoded = WriteRequest::decode(r.as_slice()).unwrap();
         assert_eq!(&decoded.encode_to_vec(), r);
         series.extend(decoded.timeseries);
     }
     assert_eq!(series.len(), out.series);
     (
-        out.requests,
+        requests,
         Decoded {
             series,
             dropped: out.dropped,
         },
     )
+}
+
+fn unsnappy(body: &[u8]) -> Vec<u8> {
+    snap::raw::Decoder::new().decompress_vec(body).unwrap()
 }
 
 fn translate(request: &ExportMetricsServiceRequest, settings: &Settings) -> Decoded {
@@ -514,7 +519,7 @@ fn cached_label_sets_give_the_same_series_and_follow_the_resource() {
     let mut run = |request: &ExportMetricsServiceRequest| {
         let out =
             super::translate(&request.encode_to_vec(), &settings, usize::MAX, &mut cache).unwrap();
-        WriteRequest::decode(out.requests[0].as_slice())
+        WriteRequest::decode(unsnappy(&out.requests[0]).as_slice())
             .unwrap()
             .timeseries
     };
