@@ -251,10 +251,12 @@ impl Builder {
                 .sum::<usize>()
                 + 256,
         );
-        for rb in &self.resources {
-            let metrics: Vec<(&MetricBuild, usize, usize)> = rb
+        // Each metric's points are freed once copied, so the request and its parts are not
+        // both held whole.
+        for rb in self.resources {
+            let metrics: Vec<(MetricBuild, usize, usize)> = rb
                 .metrics
-                .iter()
+                .into_iter()
                 .filter(|m| !m.points.is_empty())
                 .map(|m| {
                     let data = m.points.len()

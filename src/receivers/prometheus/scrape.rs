@@ -319,8 +319,14 @@ pub async fn fetch(
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+        // Sized from Content-Length when there is one: a growing buffer would hold the old
+        // and the new copy at once, half again a large body.
+        let announced = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
         let mut body = response.into_body();
-        let mut raw = Vec::new();
+        let mut raw = Vec::with_capacity(announced.min(limit) as usize);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("reading the body failed: {e}"))?;
             if let Ok(data) = frame.into_data() {
