@@ -185,13 +185,16 @@ impl SeriesWriter {
         let mut requests = Vec::new();
         let mut current: Vec<u8> = Vec::new();
         let mut encoder = snap::raw::Encoder::new();
-        let mut scratch = Vec::new();
         let mut compress = |current: &mut Vec<u8>| {
-            scratch.resize(snap::raw::max_compress_len(current.len()), 0);
+            // Zeroed memory fresh from the allocator is not resident until written, so the
+            // worst-case size costs only what the compressed body fills.
+            let mut body = vec![0; snap::raw::max_compress_len(current.len())];
             // Only fails for inputs over 4 GiB, which `max_bytes` rules out.
-            let n = encoder.compress(current, &mut scratch).unwrap_or(0);
+            let n = encoder.compress(current, &mut body).unwrap_or(0);
+            body.truncate(n);
+            body.shrink_to_fit();
             current.clear();
-            scratch[..n].to_vec()
+            body
         };
         let mut at = 0;
         while at < self.samples.len() {

@@ -198,13 +198,24 @@ struct PreviousHistogram {
     buckets: Vec<u64>,
 }
 
+/// A moment as nanoseconds since the aggregator was made: half the size of an `Instant`, and
+/// every series holds some.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Stamp(u64);
+
+impl Stamp {
+    fn since(self, earlier: Stamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
 struct Source {
     id: u64,
     output: u64,
-    last_seen: Instant,
+    last_seen: Stamp,
     /// When its label values were last shown to [`LabelRules::observe`].
-    observed: Instant,
-    labels_dropped: u64,
+    observed: Stamp,
+    labels_dropped: u32,
     previous: Previous,
 }
 
@@ -245,27 +256,29 @@ enum Value {
     /// Sum of the deltas since the last flush.
     DeltaSum(Option<Num>),
     /// Latest (time, value) per source since the last flush.
-    Gauge(HashMap<u64, (u64, Num)>),
+    // Boxed, as the map is larger than the other variants.
+    Gauge(Box<HashMap<u64, (u64, Num)>>),
     // Boxed: an output of every kind is as large as its largest variant, and most are sums.
     CumulativeHistogram(Box<HistogramTotal>),
     DeltaHistogram(Box<HistogramTotal>),
 }
 
+/// The fields are ordered (and the attributes boxed) to keep it small: there is one per
+/// series.
 struct Output {
-    id: u64,
     stream: u64,
     key: u128,
     /// Encoded attributes, tagged for a number point's attributes field.
-    attrs: Vec<u8>,
+    attrs: Box<[u8]>,
     overflow: bool,
+    pending: bool,
     sources: u32,
-    last_seen: Instant,
+    last_seen: Stamp,
     /// Start time of cumulative output; earliest start of pending deltas.
     start: u64,
     /// Latest input timestamp since the last flush.
     latest: u64,
     last_emitted: u64,
-    pending: bool,
     value: Value,
 }
 
@@ -319,6 +332,8 @@ pub struct Aggregator {
     next_id: u64,
     next_flush: Option<Instant>,
     next_sweep: Option<Instant>,
+    /// What [`Stamp`]s count from.
+    epoch: Instant,
 }
 
 impl Aggregator {
@@ -334,6 +349,7 @@ impl Aggregator {
             next_id: 1,
             next_flush: None,
             next_sweep: None,
+            epoch: Instant::now(),
         }
     }
 
@@ -594,6 +610,7 @@ impl Aggregator {
             return Ok(());
         };
         let key = self.source_key(ctx, attrs);
+        let stamp = self.stamp(now);
         self.observe(ctx, key, attrs, rules, now);
         let Some(source_key) = self.source_for(ctx, key, attrs, None, rules, now)? else {
             return Ok(());
@@ -601,9 +618,12 @@ impl Aggregator {
         let Some(source) = self.sources.get_mut(&source_key) else {
             return Ok(());
         };
-        source.last_seen = now;
-        self.metrics.labels_dropped.add(source.labels_dropped);
-        let Some(output) = self.outputs.get_mut(&source.output) else {
+        source.last_seen = stamp;
+        self.metrics
+            .labels_dropped
+            .add(u64::from(source.labels_dropped));
+        let output_id = source.output;
+        let Some(output) = self.outputs.get_mut(&output_id) else {
             return Ok(());
         };
         let contributed = match &mut output.value {
@@ -649,7 +669,7 @@ impl Aggregator {
             Value::CumulativeHistogram(_) | Value::DeltaHistogram(_) => false,
         };
         if contributed {
-            mark_pending(output, &mut self.pending, p.time, now);
+            mark_pending(output, output_id, &mut self.pending, p.time, stamp);
         }
         Ok(())
     }
@@ -670,6 +690,7 @@ impl Aggregator {
             return Ok(());
         }
         let key = self.source_key(ctx, attrs);
+        let stamp = self.stamp(now);
         self.observe(ctx, key, attrs, rules, now);
         let Some(source_key) =
             self.source_for(ctx, key, attrs, Some(&p.explicit_bounds), rules, now)?
@@ -679,9 +700,12 @@ impl Aggregator {
         let Some(source) = self.sources.get_mut(&source_key) else {
             return Ok(());
         };
-        source.last_seen = now;
-        self.metrics.labels_dropped.add(source.labels_dropped);
-        let Some(output) = self.outputs.get_mut(&source.output) else {
+        source.last_seen = stamp;
+        self.metrics
+            .labels_dropped
+            .add(u64::from(source.labels_dropped));
+        let output_id = source.output;
+        let Some(output) = self.outputs.get_mut(&output_id) else {
             return Ok(());
         };
         let bounds_match = |total: &HistogramTotal| {
@@ -721,7 +745,13 @@ impl Aggregator {
             _ => false,
         };
         if contributed {
-            mark_pending(output, &mut self.pending, p.time_unix_nano, now);
+            mark_pending(
+                output,
+                output_id,
+                &mut self.pending,
+                p.time_unix_nano,
+                stamp,
+            );
         }
         Ok(())
     }
@@ -750,11 +780,12 @@ impl Aggregator {
             return;
         }
         let interval = self.sweep_interval();
+        let stamp = self.stamp(now);
         if let Some(s) = self.sources.get_mut(&key) {
-            if now.saturating_duration_since(s.observed) < interval {
+            if stamp.since(s.observed) < interval {
                 return;
             }
-            s.observed = now;
+            s.observed = stamp;
         }
         rules.observe(ctx.metric.name, attrs, now);
     }
@@ -789,14 +820,15 @@ impl Aggregator {
             o.sources += 1;
         }
         let id = self.next_id();
+        let stamp = self.stamp(now);
         self.sources.insert(
             key,
             Source {
                 id,
                 output,
-                last_seen: now,
-                observed: now,
-                labels_dropped,
+                last_seen: stamp,
+                observed: stamp,
+                labels_dropped: labels_dropped.try_into().unwrap_or(u32::MAX),
                 previous: Previous::None,
             },
         );
@@ -899,7 +931,7 @@ impl Aggregator {
             _ => 0,
         };
         let value = match stream.kind {
-            Kind::Gauge => Value::Gauge(HashMap::default()),
+            Kind::Gauge => Value::Gauge(Box::default()),
             Kind::Sum {
                 cumulative: true, ..
             } => Value::CumulativeSum(None),
@@ -913,20 +945,20 @@ impl Aggregator {
         if !overflow {
             stream.normal_series += 1;
         }
+        let last_seen = self.stamp(now);
         self.outputs.insert(
             id,
             Output {
-                id,
                 stream: stream_id,
                 key,
-                attrs: encode_attributes(&attributes),
+                attrs: encode_attributes(&attributes).into_boxed_slice(),
                 overflow,
+                pending: false,
                 sources: 0,
-                last_seen: now,
+                last_seen,
                 start,
                 latest: 0,
                 last_emitted: 0,
-                pending: false,
                 value,
             },
         );
@@ -1016,6 +1048,10 @@ impl Aggregator {
         }
     }
 
+    fn stamp(&self, now: Instant) -> Stamp {
+        Stamp(now.saturating_duration_since(self.epoch).as_nanos() as u64)
+    }
+
     fn sweep_interval(&self) -> Duration {
         (self.settings.window / 10).max(Duration::from_secs(1))
     }
@@ -1025,9 +1061,10 @@ impl Aggregator {
     pub fn sweep(&mut self, rules: &mut impl LabelRules, now: Instant) {
         rules.sweep(now);
         let window = self.settings.window;
+        let now = self.stamp(now);
         let outputs = &mut self.outputs;
         self.sources.retain(|_, s| {
-            let keep = now.saturating_duration_since(s.last_seen) < window;
+            let keep = now.since(s.last_seen) < window;
             if !keep && let Some(o) = outputs.get_mut(&s.output) {
                 o.sources = o.sources.saturating_sub(1);
             }
@@ -1035,8 +1072,7 @@ impl Aggregator {
         });
         let streams = &mut self.streams;
         outputs.retain(|_, o| {
-            let keep =
-                o.sources > 0 || o.pending || now.saturating_duration_since(o.last_seen) < window;
+            let keep = o.sources > 0 || o.pending || now.since(o.last_seen) < window;
             if !keep && let Some(s) = streams.get_mut(&o.stream) {
                 s.series.remove(&o.key);
                 if !o.overflow {
@@ -1063,12 +1099,12 @@ impl Aggregator {
     }
 }
 
-fn mark_pending(output: &mut Output, pending: &mut Vec<u64>, time: u64, now: Instant) {
+fn mark_pending(output: &mut Output, id: u64, pending: &mut Vec<u64>, time: u64, now: Stamp) {
     output.last_seen = now;
     output.latest = output.latest.max(time);
     if !output.pending {
         output.pending = true;
-        pending.push(output.id);
+        pending.push(id);
     }
 }
 
