@@ -609,21 +609,13 @@ impl Aggregator {
         let Some(value) = p.value else {
             return Ok(());
         };
-        let key = self.source_key(ctx, attrs);
-        let stamp = self.stamp(now);
-        self.observe(ctx, key, attrs, rules, now);
-        let Some(source_key) = self.source_for(ctx, key, attrs, None, rules, now)? else {
+        let Some((source_key, output_id, stamp)) = self.seen(ctx, attrs, None, rules, now)? else {
             return Ok(());
         };
-        let Some(source) = self.sources.get_mut(&source_key) else {
-            return Ok(());
-        };
-        source.last_seen = stamp;
-        self.metrics
-            .labels_dropped
-            .add(u64::from(source.labels_dropped));
-        let output_id = source.output;
-        let Some(output) = self.outputs.get_mut(&output_id) else {
+        let (Some(source), Some(output)) = (
+            self.sources.get_mut(&source_key),
+            self.outputs.get_mut(&output_id),
+        ) else {
             return Ok(());
         };
         let contributed = match &mut output.value {
@@ -689,23 +681,15 @@ impl Aggregator {
             self.metrics.dropped(DropReason::HistogramBounds).add(1);
             return Ok(());
         }
-        let key = self.source_key(ctx, attrs);
-        let stamp = self.stamp(now);
-        self.observe(ctx, key, attrs, rules, now);
-        let Some(source_key) =
-            self.source_for(ctx, key, attrs, Some(&p.explicit_bounds), rules, now)?
+        let bounds = Some(&p.explicit_bounds[..]);
+        let Some((source_key, output_id, stamp)) = self.seen(ctx, attrs, bounds, rules, now)?
         else {
             return Ok(());
         };
-        let Some(source) = self.sources.get_mut(&source_key) else {
-            return Ok(());
-        };
-        source.last_seen = stamp;
-        self.metrics
-            .labels_dropped
-            .add(u64::from(source.labels_dropped));
-        let output_id = source.output;
-        let Some(output) = self.outputs.get_mut(&output_id) else {
+        let (Some(source), Some(output)) = (
+            self.sources.get_mut(&source_key),
+            self.outputs.get_mut(&output_id),
+        ) else {
             return Ok(());
         };
         let bounds_match = |total: &HistogramTotal| {
@@ -754,6 +738,33 @@ impl Aggregator {
             );
         }
         Ok(())
+    }
+
+    /// A point of a source series arrived: finds or creates the series (showing its label
+    /// values to the rules when due) and marks it seen. Returns its key, its output's id and
+    /// the stamp of `now`; `None` when it has no output.
+    fn seen(
+        &mut self,
+        ctx: &MetricContext,
+        attrs: &[RawAttr<'_>],
+        bounds: Option<&[f64]>,
+        rules: &mut impl LabelRules,
+        now: Instant,
+    ) -> Result<Option<(u128, u64, Stamp)>, Malformed> {
+        let key = self.source_key(ctx, attrs);
+        let stamp = self.stamp(now);
+        self.observe(ctx, key, attrs, rules, now);
+        let Some(source_key) = self.source_for(ctx, key, attrs, bounds, rules, now)? else {
+            return Ok(None);
+        };
+        let Some(source) = self.sources.get_mut(&source_key) else {
+            return Ok(None);
+        };
+        source.last_seen = stamp;
+        self.metrics
+            .labels_dropped
+            .add(u64::from(source.labels_dropped));
+        Ok(Some((source_key, source.output, stamp)))
     }
 
     /// The identity of a point's source series: its metric's and its encoded attributes'.
