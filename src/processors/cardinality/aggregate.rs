@@ -1039,8 +1039,9 @@ impl Aggregator {
             });
             groups[slot].push((stream, points));
         }
-        let mut request = Vec::new();
-        for streams in &groups {
+        let points: usize = groups.iter().flatten().map(|(_, p)| p.len() + 64).sum();
+        let mut request = Vec::with_capacity(points + 256 * groups.len());
+        for streams in groups {
             write_resource_metrics(streams, &mut request);
         }
         (!request.is_empty()).then_some(request)
@@ -1242,26 +1243,29 @@ fn encode_attributes(attributes: &[KeyValue]) -> Vec<u8> {
 /// A metric being framed: the fields before its points, the points, the fields that close its
 /// data, and the length of the whole (metadata included).
 struct MetricParts<'a> {
+    stream: &'a Stream,
     header: Vec<u8>,
-    points: &'a [u8],
+    points: Vec<u8>,
     tail: Vec<u8>,
     len: usize,
 }
 
-/// A `ResourceMetrics` field holding one scope's metrics, one per stream.
-fn write_resource_metrics(streams: &[(&Stream, Vec<u8>)], out: &mut Vec<u8>) {
-    let Some((first, _)) = streams.first() else {
+/// A `ResourceMetrics` field holding one scope's metrics, one per stream. Each stream's
+/// points are freed once copied, so the request and its parts are not both held whole.
+fn write_resource_metrics(streams: Vec<(&Stream, Vec<u8>)>, out: &mut Vec<u8>) {
+    let Some(&(first, _)) = streams.first() else {
         return;
     };
     let resource = first.resource.encode_to_vec();
     let scope = first.scope.encode_to_vec();
     let metrics: Vec<MetricParts> = streams
-        .iter()
+        .into_iter()
         .map(|(stream, points)| {
             let tail = data_tail(stream.kind);
             let header = metric_header(stream, points.len() + tail.len());
             let len = header.len() + points.len() + tail.len() + metadata_len(stream);
             MetricParts {
+                stream,
                 header,
                 points,
                 tail,
@@ -1289,12 +1293,12 @@ fn write_resource_metrics(streams: &[(&Stream, Vec<u8>)], out: &mut Vec<u8>) {
     write_len_field(1, &resource, out);
     write_len_header(2, scope_metrics, out);
     write_len_field(1, &scope, out);
-    for ((stream, _), m) in streams.iter().zip(&metrics) {
+    for m in metrics {
         write_len_header(2, m.len, out);
         out.extend_from_slice(&m.header);
-        out.extend_from_slice(m.points);
+        out.extend_from_slice(&m.points);
         out.extend_from_slice(&m.tail);
-        for kv in &stream.metadata {
+        for kv in &m.stream.metadata {
             prost::encoding::message::encode(12, kv, out);
         }
     }
