@@ -79,6 +79,8 @@ pub struct LabelCache {
     /// In the order series were first seen, which is mostly the order they come in.
     entries: SeqMap<u64, CachedLabels>,
     last_sweep: Option<Instant>,
+    /// Series in the last translation: what the next one sizes its tables for.
+    last_series: usize,
 }
 
 struct CachedLabels {
@@ -168,74 +170,158 @@ impl SeriesWriter {
         self.samples.push((i, ts, value));
     }
 
-    /// The requests, each snappy-compressed as soon as it is written, so that one
-    /// uncompressed request is held at a time.
+    /// The requests, snappy-compressed 64 KiB at a time as they are written, so no request
+    /// is ever held uncompressed. Each request's length is worked out first (snappy's block
+    /// format starts with it).
     fn finish(mut self, max_bytes: usize, cache: &LabelCache) -> Vec<Vec<u8>> {
+        // Not needed to write: freed before the requests are.
+        drop(std::mem::take(&mut self.index));
         // Stable, and nearly sorted already (most series have one sample).
         self.samples.sort_by_key(|s| (s.0, s.1));
-        let sample_len = |ts: i64, v: f64| {
-            let value = if v == 0.0 { 0 } else { fixed64_field_len(1) };
-            let time = if ts == 0 {
-                0
-            } else {
-                varint_field_len(2, ts as u64)
-            };
-            value + time
+        let labels_of = |series: u32| match self.series[series as usize] {
+            SeriesLabels::Own(start, end) => &self.labels[start as usize..end as usize],
+            SeriesLabels::Cached(i) => cache
+                .entries
+                .get_index(i as usize)
+                .map_or(&[][..], |c| &c.encoded[..]),
         };
-        let mut requests = Vec::new();
-        let mut current: Vec<u8> = Vec::new();
-        let mut encoder = snap::raw::Encoder::new();
-        let mut compress = |current: &mut Vec<u8>| {
-            // Zeroed memory fresh from the allocator is not resident until written, so the
-            // worst-case size costs only what the compressed body fills.
-            let mut body = vec![0; snap::raw::max_compress_len(current.len())];
-            // Only fails for inputs over 4 GiB, which `max_bytes` rules out.
-            let n = encoder.compress(current, &mut body).unwrap_or(0);
-            body.truncate(n);
-            body.shrink_to_fit();
-            current.clear();
-            body
-        };
+        // Each series' run of samples and the size of its `timeseries` field.
+        let mut runs: Vec<(usize, usize, usize)> = Vec::new();
         let mut at = 0;
         while at < self.samples.len() {
             let series = self.samples[at].0;
             let end = at + self.samples[at..].partition_point(|s| s.0 == series);
-            let labels = match self.series[series as usize] {
-                SeriesLabels::Own(start, end) => &self.labels[start as usize..end as usize],
-                SeriesLabels::Cached(i) => cache
-                    .entries
-                    .get_index(i as usize)
-                    .map_or(&[][..], |c| &c.encoded[..]),
-            };
-            let payload = labels.len()
+            let payload = labels_of(series).len()
                 + self.samples[at..end]
                     .iter()
                     .map(|(_, ts, v)| len_field_len(2, sample_len(*ts, *v)))
                     .sum::<usize>();
-            let field = len_field_len(1, payload);
-            if !current.is_empty() && current.len() + field > max_bytes {
-                requests.push(compress(&mut current));
-            }
-            if current.is_empty() {
-                current.reserve(max_bytes.min(self.labels.len() + self.samples.len() * 128));
-            }
-            write_len_header(1, payload, &mut current);
-            current.extend_from_slice(labels);
-            for (_, ts, v) in &self.samples[at..end] {
-                write_len_header(2, sample_len(*ts, *v), &mut current);
-                if *v != 0.0 {
-                    write_fixed64(1, v.to_bits(), &mut current);
-                }
-                if *ts != 0 {
-                    write_varint_field(2, *ts as u64, &mut current);
-                }
-            }
+            runs.push((at, end, len_field_len(1, payload)));
             at = end;
         }
-        if !current.is_empty() {
-            requests.push(compress(&mut current));
+        let mut requests = Vec::new();
+        let mut field = Vec::new();
+        let mut first = 0;
+        while first < runs.len() {
+            // As many series as fit in `max_bytes`, and at least one.
+            let mut total = runs[first].2;
+            let mut last = first + 1;
+            while last < runs.len() && total + runs[last].2 <= max_bytes {
+                total += runs[last].2;
+                last += 1;
+            }
+            let mut body = SnappyWriter::new(total);
+            for &(start, end, _) in &runs[first..last] {
+                let samples = &self.samples[start..end];
+                let labels = labels_of(samples[0].0);
+                let payload = labels.len()
+                    + samples
+                        .iter()
+                        .map(|(_, ts, v)| len_field_len(2, sample_len(*ts, *v)))
+                        .sum::<usize>();
+                field.clear();
+                write_len_header(1, payload, &mut field);
+                body.write(&field);
+                body.write(labels);
+                for (_, ts, v) in samples {
+                    field.clear();
+                    write_len_header(2, sample_len(*ts, *v), &mut field);
+                    if *v != 0.0 {
+                        write_fixed64(1, v.to_bits(), &mut field);
+                    }
+                    if *ts != 0 {
+                        write_varint_field(2, *ts as u64, &mut field);
+                    }
+                    body.write(&field);
+                }
+            }
+            requests.push(body.finish());
+            first = last;
         }
         requests
+    }
+}
+
+/// The encoded size of a `Sample` (value, then timestamp; zeros left out).
+fn sample_len(ts: i64, v: f64) -> usize {
+    let value = if v == 0.0 { 0 } else { fixed64_field_len(1) };
+    let time = if ts == 0 {
+        0
+    } else {
+        varint_field_len(2, ts as u64)
+    };
+    value + time
+}
+
+/// Snappy's block format written 64 KiB of input at a time: the uncompressed length, then
+/// each 64 KiB compressed on its own with its own length prefix left out. That is what the
+/// reference compressor produces for a long input (copies never reach back past their 64 KiB
+/// fragment), so any snappy decoder reads it as one block.
+struct SnappyWriter {
+    encoder: snap::raw::Encoder,
+    pending: Vec<u8>,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    #[cfg(debug_assertions)]
+    announced: usize,
+    #[cfg(debug_assertions)]
+    written: usize,
+}
+
+const SNAPPY_FRAGMENT: usize = 1 << 16;
+
+impl SnappyWriter {
+    fn new(len: usize) -> SnappyWriter {
+        let mut out = Vec::with_capacity(len / 4 + 16);
+        crate::otlp::wire::encode_varint(len as u64, &mut out);
+        SnappyWriter {
+            encoder: snap::raw::Encoder::new(),
+            pending: Vec::with_capacity(SNAPPY_FRAGMENT.min(len)),
+            scratch: Vec::new(),
+            out,
+            #[cfg(debug_assertions)]
+            announced: len,
+            #[cfg(debug_assertions)]
+            written: 0,
+        }
+    }
+
+    fn write(&mut self, mut data: &[u8]) {
+        #[cfg(debug_assertions)]
+        {
+            self.written += data.len();
+        }
+        while !data.is_empty() {
+            let take = (SNAPPY_FRAGMENT - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == SNAPPY_FRAGMENT {
+                self.compress_pending();
+            }
+        }
+    }
+
+    fn compress_pending(&mut self) {
+        self.scratch
+            .resize(snap::raw::max_compress_len(self.pending.len()), 0);
+        // Cannot fail: the input is at most 64 KiB and the output large enough.
+        let n = self
+            .encoder
+            .compress(&self.pending, &mut self.scratch)
+            .unwrap_or(0);
+        let prefix = crate::otlp::wire::varint_len(self.pending.len() as u64);
+        self.out.extend_from_slice(&self.scratch[prefix.min(n)..n]);
+        self.pending.clear();
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(self.written, self.announced);
+        if !self.pending.is_empty() {
+            self.compress_pending();
+        }
+        self.out.shrink_to_fit();
+        self.out
     }
 }
 
@@ -248,7 +334,14 @@ pub fn translate(
     let now = Instant::now();
     cache.sweep(now);
     let mut out = SeriesWriter::default();
-    out.index.reserve(payload.len() / 64);
+    // Sized for the last request's series (requests are alike: a scrape each, say), else a
+    // guess from the payload; a table sized too large would cost memory on every request.
+    let expected = match cache.last_series {
+        0 => payload.len() / 64,
+        n => n,
+    };
+    out.index.reserve(expected);
+    out.samples.reserve(expected);
     let mut dropped = 0u64;
     for rm in input::repeated(payload, 1) {
         let mut ctx = Context {
@@ -260,6 +353,7 @@ pub fn translate(
         dropped += add_resource(rm?, &mut ctx, &mut out)?;
     }
     let series = out.series.len();
+    cache.last_series = series;
     Ok(Translated {
         requests: out.finish(max_bytes, cache),
         series,

@@ -478,6 +478,40 @@ fn requests_split_at_the_size_limit() {
     assert!(many.iter().all(|r| r.len() <= 500));
 }
 
+/// Requests are compressed 64 KiB at a time: requests of several fragments (and one large
+/// one) must read back, with any snappy decoder, as the whole request prost would write.
+#[test]
+fn requests_larger_than_a_snappy_fragment_read_back_whole() {
+    let metrics = (0..20)
+        .map(|m| Metric {
+            name: format!("requests_{m}"),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: (0..400)
+                    .map(|i| {
+                        number(
+                            vec![kv("pod", &format!("pod-{i}-{}", i * 7919 % 1000))],
+                            5,
+                            i as f64,
+                            0,
+                        )
+                    })
+                    .collect(),
+            })),
+            ..Default::default()
+        })
+        .collect();
+    let request = request(metrics);
+    let settings = Settings::default();
+    for max in [usize::MAX, 150_000] {
+        let (requests, decoded) = translate_max(&request, &settings, max);
+        assert_eq!(decoded.series.len(), 8000);
+        let total: usize = requests.iter().map(Vec::len).sum();
+        assert!(total > 4 * 65536, "{total} bytes: not several fragments");
+        assert!(requests.iter().all(|r| r.len() <= max));
+        assert_eq!(requests.len() > 1, max != usize::MAX);
+    }
+}
+
 #[test]
 fn exponential_histogram_points_are_counted_as_dropped() {
     use opentelemetry_proto::tonic::metrics::v1::{
