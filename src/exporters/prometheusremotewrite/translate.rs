@@ -81,18 +81,27 @@ pub struct LabelCache {
     last_sweep: Option<Instant>,
     /// Series in the last translation: what the next one sizes its tables for.
     last_series: usize,
+    /// What `CachedLabels::used` counts seconds from.
+    epoch: Option<Instant>,
 }
 
 struct CachedLabels {
     hash: u64,
     encoded: Box<[u8]>,
-    used: Instant,
+    /// Seconds from the cache's epoch (4 bytes where an `Instant` takes 16, once per series).
+    used: u32,
 }
 
 const CACHE_IDLE: Duration = Duration::from_secs(600);
 const CACHE_MAX: usize = 1_000_000;
 
 impl LabelCache {
+    /// Seconds from the cache's epoch to `now`.
+    fn tick(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_secs() as u32
+    }
+
     fn sweep(&mut self, now: Instant) {
         if self.entries.len() > CACHE_MAX {
             self.entries = SeqMap::default();
@@ -100,8 +109,10 @@ impl LabelCache {
         match self.last_sweep {
             Some(t) if now.saturating_duration_since(t) < CACHE_IDLE / 10 => {}
             _ => {
+                let tick = self.tick(now);
+                let idle = CACHE_IDLE.as_secs() as u32;
                 self.entries
-                    .retain(|_, e| now.saturating_duration_since(e.used) < CACHE_IDLE);
+                    .retain(|_, e| tick.saturating_sub(e.used) < idle);
                 self.last_sweep = Some(now);
             }
         }
@@ -333,6 +344,7 @@ pub fn translate(
 ) -> Result<Translated, Malformed> {
     let now = Instant::now();
     cache.sweep(now);
+    let tick = cache.tick(now);
     let mut out = SeriesWriter::default();
     // Sized for the last request's series (requests are alike: a scrape each, say), else a
     // guess from the payload; a table sized too large would cost memory on every request.
@@ -347,7 +359,7 @@ pub fn translate(
         let mut ctx = Context {
             settings,
             cache: &mut *cache,
-            now,
+            tick,
             resource_key: 0,
         };
         dropped += add_resource(rm?, &mut ctx, &mut out)?;
@@ -365,7 +377,8 @@ pub fn translate(
 struct Context<'c> {
     settings: &'c Settings,
     cache: &'c mut LabelCache,
-    now: Instant,
+    /// Now, as the cache counts time.
+    tick: u32,
     /// Hash of the encoded resource the current metrics come under.
     resource_key: u64,
 }
@@ -606,7 +619,7 @@ fn add_metric(
                 }
                 let key = h.finish();
                 if let Some((at, c)) = ctx.cache.entries.get_full_mut(&key) {
-                    c.used = ctx.now;
+                    c.used = ctx.tick;
                     out.push_hashed(c.hash, |_| SeriesLabels::Cached(at as u32), value, ts);
                     continue;
                 }
@@ -620,7 +633,7 @@ fn add_metric(
                 let cached = CachedLabels {
                     hash,
                     encoded: encoded.into_boxed_slice(),
-                    used: ctx.now,
+                    used: ctx.tick,
                 };
                 let (at, _) = ctx.cache.entries.insert_full(key, cached);
                 out.push_hashed(hash, |_| SeriesLabels::Cached(at as u32), value, ts);

@@ -198,6 +198,23 @@ struct PreviousHistogram {
     buckets: Vec<u64>,
 }
 
+/// A 128-bit identity stored as two words: a `u128` field would align its struct (and every
+/// table entry holding it) to 16 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Id([u64; 2]);
+
+impl From<u128> for Id {
+    fn from(k: u128) -> Id {
+        Id([k as u64, (k >> 64) as u64])
+    }
+}
+
+impl From<Id> for u128 {
+    fn from(id: Id) -> u128 {
+        u128::from(id.0[0]) | (u128::from(id.0[1]) << 64)
+    }
+}
+
 /// A moment as nanoseconds since the aggregator was made: half the size of an `Instant`, and
 /// every series holds some.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -267,7 +284,7 @@ enum Value {
 /// series.
 struct Output {
     stream: u64,
-    key: u128,
+    key: Id,
     /// Encoded attributes, tagged for a number point's attributes field.
     attrs: Box<[u8]>,
     overflow: bool,
@@ -327,7 +344,7 @@ pub struct Aggregator {
     stream_index: HashMap<u128, u64>,
     // In insertion order, which is the order points arrive in (see `SeqMap`).
     outputs: SeqMap<u64, Output>,
-    sources: SeqMap<u128, Source>,
+    sources: SeqMap<Id, Source>,
     pending: Vec<u64>,
     next_id: u64,
     next_flush: Option<Instant>,
@@ -750,7 +767,7 @@ impl Aggregator {
         bounds: Option<&[f64]>,
         rules: &mut impl LabelRules,
         now: Instant,
-    ) -> Result<Option<(u128, u64, Stamp)>, Malformed> {
+    ) -> Result<Option<(Id, u64, Stamp)>, Malformed> {
         let key = self.source_key(ctx, attrs);
         let stamp = self.stamp(now);
         self.observe(ctx, key, attrs, rules, now);
@@ -768,11 +785,11 @@ impl Aggregator {
     }
 
     /// The identity of a point's source series: its metric's and its encoded attributes'.
-    fn source_key(&self, ctx: &MetricContext, attrs: &[RawAttr<'_>]) -> u128 {
+    fn source_key(&self, ctx: &MetricContext, attrs: &[RawAttr<'_>]) -> Id {
         let mut k = Key::new();
         ctx.source_prefix.hash(&mut k);
         hash_raw_attributes(&mut k, attrs);
-        k.finish128()
+        Id::from(k.finish128())
     }
 
     /// Shows a point's label values to the rules that count them: every point of a new
@@ -782,7 +799,7 @@ impl Aggregator {
     fn observe(
         &mut self,
         ctx: &MetricContext,
-        key: u128,
+        key: Id,
         attrs: &[RawAttr<'_>],
         rules: &mut impl LabelRules,
         now: Instant,
@@ -807,12 +824,12 @@ impl Aggregator {
     fn source_for(
         &mut self,
         ctx: &MetricContext,
-        key: u128,
+        key: Id,
         attrs: &[RawAttr<'_>],
         bounds: Option<&[f64]>,
         rules: &mut impl LabelRules,
         now: Instant,
-    ) -> Result<Option<u128>, Malformed> {
+    ) -> Result<Option<Id>, Malformed> {
         if self.sources.contains_key(&key) {
             return Ok(Some(key));
         }
@@ -961,7 +978,7 @@ impl Aggregator {
             id,
             Output {
                 stream: stream_id,
-                key,
+                key: Id::from(key),
                 attrs: encode_attributes(&attributes).into_boxed_slice(),
                 overflow,
                 pending: false,
@@ -1086,7 +1103,7 @@ impl Aggregator {
         outputs.retain(|_, o| {
             let keep = o.sources > 0 || o.pending || now.since(o.last_seen) < window;
             if !keep && let Some(s) = streams.get_mut(&o.stream) {
-                s.series.remove(&o.key);
+                s.series.remove(&u128::from(o.key));
                 if !o.overflow {
                     s.normal_series = s.normal_series.saturating_sub(1);
                 }

@@ -35,7 +35,8 @@ pub type ResRef<'a> = (&'a str, &'a str);
 
 /// What is remembered of a series between scrapes.
 struct Series {
-    generation: u64,
+    /// The scrape it was last seen in (a counter that wraps; only compared for equality).
+    generation: u32,
     start_ns: u64,
     /// The value (sums) or count (histograms, summaries) last seen, to detect resets.
     last: f64,
@@ -53,7 +54,7 @@ pub struct TargetState {
     /// (resource, name, kind) of the metrics of known series, and their index by identity.
     metrics: Vec<(ResKey, String, Kind)>,
     metric_index: FxHashMap<(ResKey, String, Kind), u32>,
-    generation: u64,
+    generation: u32,
     /// Series first seen in the scrape being converted.
     fresh: Vec<u64>,
 }
@@ -112,7 +113,7 @@ impl TargetState {
         scrape_ms: i64,
         duration_secs: &dyn Fn() -> f64,
     ) -> Result<Built, ScrapeFailed> {
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
         self.fresh.clear();
         let built = self.convert(job, target, text, format, scrape_ms, duration_secs);
         if built.is_err() {
@@ -245,7 +246,7 @@ impl TargetState {
 
     /// Converts the series gathered from a counter, histogram or summary family; returns how
     /// many of them are new.
-    fn flush(&mut self, b: &mut Builder, family: &mut Gathered, generation: u64) -> u64 {
+    fn flush(&mut self, b: &mut Builder, family: &mut Gathered, generation: u32) -> u64 {
         let mut added = 0;
         for mut a in family.accums.drain(..) {
             let progress = match a.kind {
@@ -316,7 +317,7 @@ impl TargetState {
 
     /// A failed scrape: `up` 0, and every series of the last good scrape goes stale.
     pub fn failed(&mut self, target: &Target, scrape_ms: i64, duration_secs: f64) -> Built {
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
         let scrape_ns = ms_to_ns(scrape_ms);
         let mut b = Builder::default();
         self.mark_stale(&mut b, self.generation, scrape_ns);
@@ -333,7 +334,7 @@ impl TargetState {
 
     /// The target is gone: one stale point for each of its series, which are forgotten.
     pub fn vanished(&mut self, target: &Target, ts_ms: i64) -> Built {
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
         let mut b = Builder::default();
         self.mark_stale(&mut b, self.generation, ms_to_ns(ts_ms));
         finish(b, target)
@@ -348,7 +349,7 @@ impl TargetState {
         slot: MetricSlot,
         kind: Kind,
         attrs: &[u8],
-        generation: u64,
+        generation: u32,
         ts_ns: u64,
         progress: f64,
         created_ns: Option<u64>,
@@ -399,7 +400,7 @@ impl TargetState {
     }
 
     /// One no-recorded-value point per series not seen in this scrape, which is forgotten.
-    fn mark_stale(&mut self, b: &mut Builder, generation: u64, ts_ns: u64) {
+    fn mark_stale(&mut self, b: &mut Builder, generation: u32, ts_ns: u64) {
         let metrics = &self.metrics;
         self.series.retain(|_, s| {
             if s.generation == generation {
