@@ -99,10 +99,6 @@ impl<K: Hash + Eq, V> SeqMap<K, V> {
     pub fn clear(&mut self) {
         self.map.clear();
     }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.map.values()
-    }
 }
 
 #[cfg(test)]
