@@ -261,7 +261,7 @@ impl PrometheusRemoteWriteExporter {
     }
 
     /// Posts one snappy-compressed `WriteRequest`.
-    async fn post(&self, body: &[u8]) -> Result<(), ExportError> {
+    async fn post(&self, body: &Bytes) -> Result<(), ExportError> {
         let mut http_request = http::Request::post(self.url.clone())
             .header(http::header::CONTENT_ENCODING, "snappy")
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
@@ -270,7 +270,7 @@ impl PrometheusRemoteWriteExporter {
                 http::header::USER_AGENT,
                 concat!("sluice/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Full::new(Bytes::copy_from_slice(body)))
+            .body(Full::new(body.clone()))
             .map_err(|e| ExportError::Permanent(e.to_string()))?;
         for (k, v) in &self.headers {
             http_request.headers_mut().insert(k.clone(), v.clone());

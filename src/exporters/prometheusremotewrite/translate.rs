@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{HistogramDataPoint, SummaryDataPoint};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -38,7 +39,7 @@ pub struct Settings {
 /// time; and the number of data points that could not be translated (exponential
 /// histograms).
 pub struct Translated {
-    pub requests: Vec<Vec<u8>>,
+    pub requests: Vec<Bytes>,
     pub series: usize,
     pub dropped: u64,
 }
@@ -184,7 +185,7 @@ impl SeriesWriter {
     /// The requests, snappy-compressed 64 KiB at a time as they are written, so no request
     /// is ever held uncompressed. Each request's length is worked out first (snappy's block
     /// format starts with it).
-    fn finish(mut self, max_bytes: usize, cache: &LabelCache) -> Vec<Vec<u8>> {
+    fn finish(mut self, max_bytes: usize, cache: &LabelCache) -> Vec<Bytes> {
         // Not needed to write: freed before the requests are.
         drop(std::mem::take(&mut self.index));
         // Stable, and nearly sorted already (most series have one sample).
@@ -246,7 +247,7 @@ impl SeriesWriter {
                     body.write(&field);
                 }
             }
-            requests.push(body.finish());
+            requests.push(Bytes::from(body.finish()));
             first = last;
         }
         requests
