@@ -50,11 +50,50 @@ def otelcol_path() -> Path:
     return found[0]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports are handed out from below the kernel's ephemeral range, each at most once per test run:
+# a port the kernel picked with bind(0) can be picked again for the next caller once released, and
+# an ephemeral port can be taken by any outgoing connection before the process meant for it binds
+# (both seen in CI as "Address already in use"). The start depends on the pid so that two runs on
+# one machine rarely meet.
+_PORT_LOW = 10000
+_PORT_HIGH = _ephemeral_low()
+_PORT_SPAN = _PORT_HIGH - _PORT_LOW
+_port_offset = itertools.count((os.getpid() * 101) % max(1, _PORT_SPAN))
+_handed_out: set[int] = set()
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1, free now and never returned before in this run."""
+    if _PORT_SPAN < 4000:  # an unusual ephemeral range: let the kernel choose, still never twice
+        while True:
+            with socket.socket() as s:
+                s.bind((HOST, 0))
+                port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    for _ in range(_PORT_SPAN):
+        port = _PORT_LOW + next(_port_offset) % _PORT_SPAN
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free TCP port left in {_PORT_LOW}..{_PORT_HIGH}")
 
 
 def port_open(port: int, host: str = HOST) -> bool:
