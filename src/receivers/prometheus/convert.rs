@@ -65,6 +65,17 @@ pub struct Built {
     pub points: usize,
 }
 
+/// A converted scrape not yet framed as a request. It borrows nothing from the scraped body,
+/// so the caller frees the body before [`Converted::finish`] copies the points into the
+/// request: the body, the points and the request are never all held at once.
+pub struct Converted(Builder);
+
+impl Converted {
+    pub fn finish(self) -> Built {
+        finish(self.0)
+    }
+}
+
 /// Why a scrape that returned a body still failed: a parse error or a limit.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ScrapeFailed(pub String);
@@ -112,7 +123,7 @@ impl TargetState {
         format: Format,
         scrape_ms: i64,
         duration_secs: &dyn Fn() -> f64,
-    ) -> Result<Built, ScrapeFailed> {
+    ) -> Result<Converted, ScrapeFailed> {
         self.generation = self.generation.wrapping_add(1);
         self.fresh.clear();
         let built = self.convert(job, target, text, format, scrape_ms, duration_secs);
@@ -139,10 +150,10 @@ impl TargetState {
         format: Format,
         scrape_ms: i64,
         duration_secs: &dyn Fn() -> f64,
-    ) -> Result<Built, ScrapeFailed> {
+    ) -> Result<Converted, ScrapeFailed> {
         let generation = self.generation;
         let scrape_ns = ms_to_ns(scrape_ms);
-        let mut b = Builder::default();
+        let mut b = Builder::new(&target.scheme);
         let mut family = Gathered::default();
         let mut attrs: Vec<u8> = Vec::new();
         let mut scraped = 0u64;
@@ -241,7 +252,7 @@ impl TargetState {
             added,
         };
         report.emit(&mut b, target, scrape_ns);
-        Ok(finish(b, target))
+        Ok(Converted(b))
     }
 
     /// Converts the series gathered from a counter, histogram or summary family; returns how
@@ -319,7 +330,7 @@ impl TargetState {
     pub fn failed(&mut self, target: &Target, scrape_ms: i64, duration_secs: f64) -> Built {
         self.generation = self.generation.wrapping_add(1);
         let scrape_ns = ms_to_ns(scrape_ms);
-        let mut b = Builder::default();
+        let mut b = Builder::new(&target.scheme);
         self.mark_stale(&mut b, self.generation, scrape_ns);
         Report {
             up: false,
@@ -329,15 +340,15 @@ impl TargetState {
             added: 0,
         }
         .emit(&mut b, target, scrape_ns);
-        finish(b, target)
+        finish(b)
     }
 
     /// The target is gone: one stale point for each of its series, which are forgotten.
     pub fn vanished(&mut self, target: &Target, ts_ms: i64) -> Built {
         self.generation = self.generation.wrapping_add(1);
-        let mut b = Builder::default();
+        let mut b = Builder::new(&target.scheme);
         self.mark_stale(&mut b, self.generation, ms_to_ns(ts_ms));
-        finish(b, target)
+        finish(b)
     }
 
     /// Records a series as seen; returns its start time and whether it is new, or `None`
@@ -438,10 +449,10 @@ impl TargetState {
     }
 }
 
-fn finish(b: Builder, target: &Target) -> Built {
+fn finish(b: Builder) -> Built {
     let points = b.points();
     Built {
-        encoded: b.finish(&target.scheme),
+        encoded: b.finish(),
         points,
     }
 }

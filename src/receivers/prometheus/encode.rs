@@ -45,14 +45,25 @@ struct MetricBuild {
     kind: Kind,
     /// Identity of (resource, name, kind) for series keys.
     key: u64,
-    /// Encoded data points, each a complete `data_points` field.
+    /// Where its points were sealed into the resource's buffer: (offset, length).
+    sealed: Option<(usize, usize)>,
+    /// Encoded data points not sealed yet, each a complete `data_points` field.
     points: Vec<u8>,
 }
 
 struct ResourceBuild {
     key: ResKey,
+    /// The encoded `Resource`.
+    resource: Vec<u8>,
     metrics: Vec<MetricBuild>,
     index: FxHashMap<(String, Kind), usize>,
+    /// Headroom for the `ResourceMetrics` and `ScopeMetrics` headers, then complete
+    /// `ScopeMetrics.metrics` fields, in the order they were sealed.
+    out: Vec<u8>,
+    /// Bytes reserved at the start of `out`.
+    headroom: usize,
+    /// A metric got points after it was sealed: the request is rebuilt at the end.
+    reopened: bool,
 }
 
 /// Where a metric sits in the request being built.
@@ -62,14 +73,45 @@ pub struct MetricSlot {
     m: usize,
 }
 
-#[derive(Default)]
+/// Builds one scrape's request. A metric's points are gathered in a buffer of their own
+/// while the scrape is on that metric; when it moves to another, they are sealed as a
+/// complete `Metric` into the request, after room left for the headers, so the request is
+/// written once and the points are never held twice. A metric that gets points after it was
+/// sealed (a stale marker; a family met again) has its resource's request rebuilt at the end.
 pub struct Builder {
+    scheme: String,
+    scope: Vec<u8>,
     resources: Vec<ResourceBuild>,
     points: usize,
+    /// The metric last looked up.
     last: Option<MetricSlot>,
+    /// The metric points are being written to.
+    open: Option<MetricSlot>,
+    /// A points buffer to reuse.
+    spare: Vec<u8>,
 }
 
+/// Room for a tag and a length of up to five bytes.
+const HEADER_MAX: usize = 6;
+
 impl Builder {
+    pub fn new(scheme: &str) -> Builder {
+        Builder {
+            scheme: scheme.to_string(),
+            scope: InstrumentationScope {
+                name: SCOPE_NAME.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            resources: Vec::new(),
+            points: 0,
+            last: None,
+            open: None,
+            spare: Vec::new(),
+        }
+    }
+
     pub fn metric(
         &mut self,
         res: ResRef<'_>,
@@ -94,10 +136,18 @@ impl Builder {
         {
             Some(r) => r,
             None => {
+                let resource = resource(res.0, res.1, &self.scheme).encode_to_vec();
+                let headroom = 2 * HEADER_MAX
+                    + len_field_len(1, resource.len())
+                    + len_field_len(1, self.scope.len());
                 self.resources.push(ResourceBuild {
                     key: (res.0.to_string(), res.1.to_string()),
+                    resource,
                     metrics: Vec::new(),
                     index: FxHashMap::default(),
+                    out: vec![0; headroom],
+                    headroom,
+                    reopened: false,
                 });
                 self.resources.len() - 1
             }
@@ -121,6 +171,7 @@ impl Builder {
             unit: family.and_then(|f| f.unit).unwrap_or("").to_string(),
             kind,
             key: h.finish(),
+            sealed: None,
             points: Vec::new(),
         });
         let m = rb.metrics.len() - 1;
@@ -147,9 +198,43 @@ impl Builder {
         h.finish()
     }
 
+    /// The buffer for a point of `slot`; the metric written before is sealed when it is a
+    /// different one.
     fn points_of(&mut self, slot: MetricSlot) -> &mut Vec<u8> {
         self.points += 1;
+        if self.open != Some(slot) {
+            if let Some(open) = self.open {
+                self.seal(open);
+            }
+            self.open = Some(slot);
+            let rb = &mut self.resources[slot.r];
+            let metric = &mut rb.metrics[slot.m];
+            if metric.sealed.is_some() {
+                rb.reopened = true;
+            }
+            if metric.points.capacity() == 0 {
+                metric.points = std::mem::take(&mut self.spare);
+            }
+        }
         &mut self.resources[slot.r].metrics[slot.m].points
+    }
+
+    /// Writes a metric's points as a complete `Metric` into its resource's request, unless it
+    /// was sealed before (then they stay for the rebuild at the end).
+    fn seal(&mut self, slot: MetricSlot) {
+        let rb = &mut self.resources[slot.r];
+        let metric = &mut rb.metrics[slot.m];
+        if metric.sealed.is_some() || metric.points.is_empty() {
+            return;
+        }
+        let at = write_metric(metric, [&metric.points[..], &[]], &mut rb.out);
+        metric.sealed = Some((at, metric.points.len()));
+        metric.points.clear();
+        if metric.points.capacity() > self.spare.capacity() {
+            self.spare = std::mem::take(&mut metric.points);
+        } else {
+            metric.points = Vec::new();
+        }
     }
 
     /// A gauge or sum point; a staleness marker is flagged as no recorded value.
@@ -236,85 +321,107 @@ impl Builder {
 
     /// Frames what was built as an encoded request: per resource one `ResourceMetrics` with
     /// one scope; metrics without points are left out.
-    pub fn finish(self, scheme: &str) -> Vec<u8> {
-        let scope = InstrumentationScope {
-            name: SCOPE_NAME.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            ..Default::default()
+    pub fn finish(mut self) -> Vec<u8> {
+        if let Some(open) = self.open.take() {
+            self.seal(open);
         }
-        .encode_to_vec();
-        let mut out = Vec::with_capacity(
-            self.resources
-                .iter()
-                .flat_map(|rb| &rb.metrics)
-                .map(|m| m.points.len() + 64)
-                .sum::<usize>()
-                + 256,
-        );
-        // Each metric's points are freed once copied, so the request and its parts are not
-        // both held whole.
-        for rb in self.resources {
-            let metrics: Vec<(MetricBuild, usize, usize)> = rb
-                .metrics
-                .into_iter()
-                .filter(|m| !m.points.is_empty())
-                .map(|m| {
-                    let data = m.points.len()
-                        + match m.kind {
-                            Kind::Sum => varint_field_len(2, CUMULATIVE) + varint_field_len(3, 1),
-                            Kind::Histogram => varint_field_len(2, CUMULATIVE),
-                            Kind::Gauge | Kind::Summary => 0,
-                        };
-                    let text = |field, s: &str| {
-                        if s.is_empty() {
-                            0
-                        } else {
-                            len_field_len(field, s.len())
-                        }
-                    };
-                    let metric = text(1, &m.name)
-                        + text(2, &m.description)
-                        + text(3, &m.unit)
-                        + len_field_len(data_field(m.kind), data);
-                    (m, data, metric)
-                })
-                .collect();
-            if metrics.is_empty() {
+        let mut request = Vec::new();
+        for mut rb in std::mem::take(&mut self.resources) {
+            // Points not sealed now are those of metrics sealed before.
+            if rb.reopened {
+                rb.out = rebuilt(&rb);
+            }
+            let headroom = rb.headroom;
+            let metrics = rb.out.len() - headroom;
+            if metrics == 0 {
                 continue;
             }
-            let resource = resource(&rb.key.0, &rb.key.1, scheme).encode_to_vec();
-            let scope_metrics = len_field_len(1, scope.len())
-                + metrics
-                    .iter()
-                    .map(|(_, _, len)| len_field_len(2, *len))
-                    .sum::<usize>();
+            let scope_metrics = len_field_len(1, self.scope.len()) + metrics;
             let resource_metrics =
-                len_field_len(1, resource.len()) + len_field_len(2, scope_metrics);
-            write_len_header(1, resource_metrics, &mut out);
-            write_len_field(1, &resource, &mut out);
-            write_len_header(2, scope_metrics, &mut out);
-            write_len_field(1, &scope, &mut out);
-            for (m, data, len) in metrics {
-                write_len_header(2, len, &mut out);
-                for (field, s) in [(1, &m.name), (2, &m.description), (3, &m.unit)] {
-                    if !s.is_empty() {
-                        write_len_field(field, s.as_bytes(), &mut out);
-                    }
-                }
-                write_len_header(data_field(m.kind), data, &mut out);
-                out.extend_from_slice(&m.points);
-                match m.kind {
-                    Kind::Sum => {
-                        write_varint_field(2, CUMULATIVE, &mut out);
-                        write_varint_field(3, 1, &mut out);
-                    }
-                    Kind::Histogram => write_varint_field(2, CUMULATIVE, &mut out),
-                    Kind::Gauge | Kind::Summary => {}
-                }
+                len_field_len(1, rb.resource.len()) + len_field_len(2, scope_metrics);
+            let mut head = Vec::with_capacity(headroom);
+            write_len_header(1, resource_metrics, &mut head);
+            write_len_field(1, &rb.resource, &mut head);
+            write_len_header(2, scope_metrics, &mut head);
+            write_len_field(1, &self.scope, &mut head);
+            // The headers go at the end of the headroom; what is before them is cut off.
+            let start = headroom - head.len();
+            rb.out[start..headroom].copy_from_slice(&head);
+            if request.is_empty() {
+                rb.out.drain(..start);
+                request = rb.out;
+            } else {
+                request.extend_from_slice(&rb.out[start..]);
             }
         }
-        out
+        request
     }
+}
+
+/// Writes `metric` as a complete `ScopeMetrics.metrics` field with the points in `parts`, one
+/// after the other; returns where the points begin in `out`.
+fn write_metric(metric: &MetricBuild, parts: [&[u8]; 2], out: &mut Vec<u8>) -> usize {
+    let (data, len) = metric_lens(metric, parts[0].len() + parts[1].len());
+    write_len_header(2, len, out);
+    for (field, s) in [
+        (1, &metric.name),
+        (2, &metric.description),
+        (3, &metric.unit),
+    ] {
+        if !s.is_empty() {
+            write_len_field(field, s.as_bytes(), out);
+        }
+    }
+    write_len_header(data_field(metric.kind), data, out);
+    let at = out.len();
+    out.extend_from_slice(parts[0]);
+    out.extend_from_slice(parts[1]);
+    match metric.kind {
+        Kind::Sum => {
+            write_varint_field(2, CUMULATIVE, out);
+            write_varint_field(3, 1, out);
+        }
+        Kind::Histogram => write_varint_field(2, CUMULATIVE, out),
+        Kind::Gauge | Kind::Summary => {}
+    }
+    at
+}
+
+/// (data message length, `Metric` length) for a metric with `points` bytes of points.
+fn metric_lens(metric: &MetricBuild, points: usize) -> (usize, usize) {
+    let data = points
+        + match metric.kind {
+            Kind::Sum => varint_field_len(2, CUMULATIVE) + varint_field_len(3, 1),
+            Kind::Histogram => varint_field_len(2, CUMULATIVE),
+            Kind::Gauge | Kind::Summary => 0,
+        };
+    let text = |field, s: &str| {
+        if s.is_empty() {
+            0
+        } else {
+            len_field_len(field, s.len())
+        }
+    };
+    let len = text(1, &metric.name)
+        + text(2, &metric.description)
+        + text(3, &metric.unit)
+        + len_field_len(data_field(metric.kind), data);
+    (data, len)
+}
+
+/// A resource's metrics written again, after the same headroom, each metric once: its sealed
+/// points followed by those it got later, in the order metrics were first met.
+fn rebuilt(rb: &ResourceBuild) -> Vec<u8> {
+    let pending: usize = rb.metrics.iter().map(|m| m.points.len() + 64).sum();
+    let mut out = Vec::with_capacity(rb.out.len() + pending);
+    out.resize(rb.headroom, 0);
+    for m in &rb.metrics {
+        let sealed = m.sealed.map_or(&[][..], |(at, len)| &rb.out[at..at + len]);
+        if !sealed.is_empty() || !m.points.is_empty() {
+            write_metric(m, [sealed, &m.points], &mut out);
+        }
+    }
+    out
 }
 
 /// `Metric.data`: gauge 5, sum 7, histogram 9, summary 11.

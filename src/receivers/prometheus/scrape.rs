@@ -242,9 +242,11 @@ impl TargetLoop {
         let text = std::str::from_utf8(&body)
             .map_err(|e| fail(state, format!("the body is not UTF-8: {e}")))?;
         let duration = || started.elapsed().as_secs_f64();
-        state
+        let converted = state
             .scraped(&self.job, target, text, format, scrape_ms, &duration)
-            .map_err(|e| fail(state, e.0))
+            .map_err(|e| fail(state, e.0))?;
+        drop(body);
+        Ok(converted.finish())
     }
 
     async fn deliver(&self, built: Built) {

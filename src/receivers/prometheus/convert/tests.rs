@@ -44,7 +44,8 @@ fn scrape(state: &mut TargetState, job: &Job, text: &str, format: Format, ms: i6
     decoded(
         state
             .scraped(job, &target(), text, format, ms, &|| 0.01)
-            .unwrap(),
+            .unwrap()
+            .finish(),
     )
 }
 
@@ -390,7 +391,8 @@ fn the_encoding_is_what_prost_writes_for_the_same_request() {
                 # TYPE s summary\ns{quantile=\"0\"} 0\ns{quantile=\"0.9\"} 7\ns_sum 0\ns_count 3\n";
     let built = s
         .scraped(&j, &target(), text, Format::Text, T0, &|| 0.01)
-        .unwrap();
+        .unwrap()
+        .finish();
     let request = ExportMetricsServiceRequest::decode(built.encoded.as_slice()).unwrap();
     assert_eq!(request.encode_to_vec(), built.encoded);
     // Every series goes stale: the no-recorded-value points too.
@@ -459,4 +461,49 @@ fn a_series_repeated_in_a_body_is_one_point_with_its_first_value() {
     assert_eq!((h[0].count, h[0].sum), (1, Some(3.0)));
     // c_total, g, h, x and the five scrape series.
     assert_eq!(b.points, 4 + 5);
+}
+
+/// A metric's points are sealed into the request when the scrape moves on to another metric.
+/// A stale marker for a metric sealed earlier in the scrape (and a family declared again)
+/// still leaves one `Metric` per name, with all its points, encoded as prost encodes it.
+#[test]
+fn a_metric_given_points_after_it_was_sealed_is_still_one_metric() {
+    let j = job("");
+    let mut s = TargetState::default();
+    let first = "# TYPE c_total counter\nc_total{a=\"1\"} 1\nc_total{a=\"2\"} 1\ng{b=\"1\"} 5\n\
+                 g{b=\"2\"} 5\nx 1\n";
+    scrape(&mut s, &j, first, Format::Text, T0);
+    // c_total and g are sealed before the end; each has a series that goes stale. g is met
+    // again after x (its family declared again).
+    let second = "# TYPE c_total counter\nc_total{a=\"1\"} 2\n# TYPE g gauge\ng{b=\"1\"} 6\n\
+                  x 2\n# TYPE g gauge\ng{b=\"3\"} 7\n";
+    let built = s
+        .scraped(&j, &target(), second, Format::Text, T0 + 1000, &|| 0.01)
+        .unwrap()
+        .finish();
+    let request = ExportMetricsServiceRequest::decode(built.encoded.as_slice()).unwrap();
+    assert_eq!(request.encode_to_vec(), built.encoded);
+    let b = decoded(built);
+    let mut names: Vec<&str> = metrics(&b).iter().map(|m| m.name.as_str()).collect();
+    let all = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), all, "a name twice: {names:?}");
+    let c = sum_points(find(&b, "c_total"));
+    assert_eq!(c.len(), 2);
+    assert_eq!(value(&c[0]), 2.0);
+    assert_eq!(c[1].flags, 1);
+    let g = gauge_points(find(&b, "g"));
+    let by_b = |v: &str| {
+        g.iter()
+            .find(|p| attr(&p.attributes, "b").as_deref() == Some(v))
+    };
+    assert_eq!(by_b("1").map(value), Some(6.0));
+    assert_eq!(by_b("3").map(value), Some(7.0));
+    assert_eq!(by_b("2").map(|p| p.flags), Some(1));
+    assert_eq!(g.len(), 3);
+    // The metrics are in the order they were first met, the scrape series last.
+    assert_eq!(metrics(&b)[0].name, "c_total");
+    assert_eq!(metrics(&b)[1].name, "g");
+    assert_eq!(metrics(&b)[2].name, "x");
 }
