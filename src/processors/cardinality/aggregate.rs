@@ -1018,50 +1018,53 @@ impl Aggregator {
         }
     }
 
-    /// One point per output series that received data since the last flush.
+    /// One point per output series that received data since the last flush. A stream's
+    /// points are written together into one reused buffer and framed straight into the
+    /// request of its resource and scope, so no stream's points are held twice.
     pub fn emit(&mut self) -> Option<Vec<u8>> {
         self.next_flush = None;
         if self.pending.is_empty() {
             return None;
         }
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_unstable();
-        // Encoded points per stream, in the order streams first got pending data.
-        let mut by_stream: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut stream_slot: HashMap<u64, usize> = HashMap::default();
+        // Pending outputs by stream (streams in the order they were made), then by id.
+        let mut order: Vec<(u64, u64)> = std::mem::take(&mut self.pending)
+            .into_iter()
+            .filter_map(|id| self.outputs.get(&id).map(|o| (o.stream, id)))
+            .collect();
+        order.sort_unstable();
         let aggregation = self.settings.gauge_aggregation;
-        for id in pending {
-            let Some(output) = self.outputs.get_mut(&id) else {
-                continue;
-            };
-            let slot = *stream_slot.entry(output.stream).or_insert_with(|| {
-                by_stream.push((output.stream, Vec::new()));
-                by_stream.len() - 1
-            });
-            write_point(output, aggregation, &mut by_stream[slot].1);
-        }
-        // Streams per resource and scope, in first-seen order.
-        let mut groups: Vec<Vec<(&Stream, Vec<u8>)>> = Vec::new();
+        let mut groups: Vec<GroupOut> = Vec::new();
         let mut group_slot: HashMap<u128, usize> = HashMap::default();
-        for (stream_id, points) in by_stream {
-            let Some(stream) = self.streams.get(&stream_id) else {
+        let mut points = Vec::new();
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            points.clear();
+            for &(_, id) in run {
+                if let Some(output) = self.outputs.get_mut(&id) {
+                    write_point(output, aggregation, &mut points);
+                }
+            }
+            let Some(stream) = self.streams.get(&run[0].0) else {
                 continue;
             };
             if points.is_empty() {
                 continue;
             }
             let slot = *group_slot.entry(stream.group).or_insert_with(|| {
-                groups.push(Vec::new());
+                groups.push(GroupOut::new(stream));
                 groups.len() - 1
             });
-            groups[slot].push((stream, points));
+            write_metric(stream, &points, &mut groups[slot].out);
         }
-        let points: usize = groups.iter().flatten().map(|(_, p)| p.len() + 64).sum();
-        let mut request = Vec::with_capacity(points + 256 * groups.len());
-        for streams in groups {
-            write_resource_metrics(streams, &mut request);
+        drop(points);
+        let mut request: Option<Vec<u8>> = None;
+        for group in groups {
+            let framed = group.finish();
+            match &mut request {
+                None => request = Some(framed),
+                Some(r) => r.extend_from_slice(&framed),
+            }
         }
-        (!request.is_empty()).then_some(request)
+        request
     }
 
     fn maybe_sweep(&mut self, rules: &mut impl LabelRules, now: Instant) {
@@ -1257,73 +1260,81 @@ fn encode_attributes(attributes: &[KeyValue]) -> Vec<u8> {
     out
 }
 
-/// A metric being framed: the fields before its points, the points, the fields that close its
-/// data, and the length of the whole (metadata included).
-struct MetricParts<'a> {
-    stream: &'a Stream,
-    header: Vec<u8>,
-    points: Vec<u8>,
-    tail: Vec<u8>,
-    len: usize,
+/// One resource and scope's `ResourceMetrics` being written: room for its headers, then
+/// complete `ScopeMetrics.metrics` fields.
+struct GroupOut {
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+    resource_schema_url: String,
+    scope_schema_url: String,
+    headroom: usize,
+    out: Vec<u8>,
 }
 
-/// A `ResourceMetrics` field holding one scope's metrics, one per stream. Each stream's
-/// points are freed once copied, so the request and its parts are not both held whole.
-fn write_resource_metrics(streams: Vec<(&Stream, Vec<u8>)>, out: &mut Vec<u8>) {
-    let Some(&(first, _)) = streams.first() else {
-        return;
-    };
-    let resource = first.resource.encode_to_vec();
-    let scope = first.scope.encode_to_vec();
-    let metrics: Vec<MetricParts> = streams
-        .into_iter()
-        .map(|(stream, points)| {
-            let tail = data_tail(stream.kind);
-            let header = metric_header(stream, points.len() + tail.len());
-            let len = header.len() + points.len() + tail.len() + metadata_len(stream);
-            MetricParts {
-                stream,
-                header,
-                points,
-                tail,
-                len,
+/// Room for a tag and a length of up to five bytes.
+const HEADER_MAX: usize = 6;
+
+impl GroupOut {
+    fn new(first: &Stream) -> GroupOut {
+        let resource = first.resource.encode_to_vec();
+        let scope = first.scope.encode_to_vec();
+        let headroom =
+            2 * HEADER_MAX + len_field_len(1, resource.len()) + len_field_len(1, scope.len());
+        GroupOut {
+            resource,
+            scope,
+            resource_schema_url: first.resource_schema_url.clone(),
+            scope_schema_url: first.scope_schema_url.clone(),
+            headroom,
+            out: vec![0; headroom],
+        }
+    }
+
+    /// The `ResourceMetrics` field: its headers are written at the end of the headroom and
+    /// what is before them is cut off.
+    fn finish(mut self) -> Vec<u8> {
+        let text = |field, s: &str| {
+            if s.is_empty() {
+                0
+            } else {
+                len_field_len(field, s.len())
             }
-        })
-        .collect();
-    let text = |field, s: &str| {
-        if s.is_empty() {
-            0
-        } else {
-            len_field_len(field, s.len())
+        };
+        let metrics = self.out.len() - self.headroom;
+        let scope_metrics =
+            len_field_len(1, self.scope.len()) + metrics + text(3, &self.scope_schema_url);
+        let resource_metrics = len_field_len(1, self.resource.len())
+            + len_field_len(2, scope_metrics)
+            + text(3, &self.resource_schema_url);
+        let mut head = Vec::with_capacity(self.headroom);
+        write_len_header(1, resource_metrics, &mut head);
+        write_len_field(1, &self.resource, &mut head);
+        write_len_header(2, scope_metrics, &mut head);
+        write_len_field(1, &self.scope, &mut head);
+        let start = self.headroom - head.len();
+        self.out[start..self.headroom].copy_from_slice(&head);
+        if !self.scope_schema_url.is_empty() {
+            write_len_field(3, self.scope_schema_url.as_bytes(), &mut self.out);
         }
-    };
-    let scope_metrics = len_field_len(1, scope.len())
-        + metrics
-            .iter()
-            .map(|m| len_field_len(2, m.len))
-            .sum::<usize>()
-        + text(3, &first.scope_schema_url);
-    let resource_metrics = len_field_len(1, resource.len())
-        + len_field_len(2, scope_metrics)
-        + text(3, &first.resource_schema_url);
-    write_len_header(1, resource_metrics, out);
-    write_len_field(1, &resource, out);
-    write_len_header(2, scope_metrics, out);
-    write_len_field(1, &scope, out);
-    for m in metrics {
-        write_len_header(2, m.len, out);
-        out.extend_from_slice(&m.header);
-        out.extend_from_slice(&m.points);
-        out.extend_from_slice(&m.tail);
-        for kv in &m.stream.metadata {
-            prost::encoding::message::encode(12, kv, out);
+        if !self.resource_schema_url.is_empty() {
+            write_len_field(3, self.resource_schema_url.as_bytes(), &mut self.out);
         }
+        self.out.drain(..start);
+        self.out
     }
-    if !first.scope_schema_url.is_empty() {
-        write_len_field(3, first.scope_schema_url.as_bytes(), out);
-    }
-    if !first.resource_schema_url.is_empty() {
-        write_len_field(3, first.resource_schema_url.as_bytes(), out);
+}
+
+/// A stream's points as a complete `ScopeMetrics.metrics` field.
+fn write_metric(stream: &Stream, points: &[u8], out: &mut Vec<u8>) {
+    let tail = data_tail(stream.kind);
+    let header = metric_header(stream, points.len() + tail.len());
+    let len = header.len() + points.len() + tail.len() + metadata_len(stream);
+    write_len_header(2, len, out);
+    out.extend_from_slice(&header);
+    out.extend_from_slice(points);
+    out.extend_from_slice(&tail);
+    for kv in &stream.metadata {
+        prost::encoding::message::encode(12, kv, out);
     }
 }
 
