@@ -176,10 +176,11 @@ fn log_summary(registry: &Registry) {
 ///
 /// glibc also raises its mmap threshold (from 128 KiB up to 32 MiB) each time a mapped block
 /// is freed, after which large buffers come from the heap: a growing table is then copied
-/// rather than remapped, and the freed copy stays resident. A fixed 4 MiB threshold keeps
-/// blocks that large mapped (grown in place, returned when freed): 61 -> 57-58 MiB peak RSS on
-/// the 51k-series scrape with `cardinality`, same CPU (BENCHMARKS.md). Unless
-/// `MALLOC_MMAP_THRESHOLD_` says otherwise.
+/// rather than remapped, and a freed request-sized buffer stays resident as a hole that the
+/// next, slightly larger one does not fit. A fixed 256 KiB threshold keeps such blocks mapped
+/// (grown in place, returned when freed): on the 51k-series scrape with `cardinality`, 61 ->
+/// 57 MiB peak RSS at 4 MiB, 56.7 -> 51.3-51.6 MiB at 256 KiB once the scrape and `cardinality`
+/// wrote each request once (BENCHMARKS.md). Unless `MALLOC_MMAP_THRESHOLD_` says otherwise.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -193,7 +194,7 @@ fn tune_malloc() {
     if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
         // SAFETY: as above.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
         }
     }
 }
