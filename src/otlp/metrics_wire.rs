@@ -391,3 +391,51 @@ pub fn write_histogram_point(
         }
     }
 }
+
+/// Room for a tag and a length of up to five bytes.
+const HEADER_MAX: usize = 6;
+
+/// Bytes to leave at the start of a buffer that [`frame_resource_metrics`] frames in place.
+pub fn resource_headroom(resource: &[u8], scope: &[u8]) -> usize {
+    2 * HEADER_MAX + len_field_len(1, resource.len()) + len_field_len(1, scope.len())
+}
+
+/// Frames `out` (`headroom` bytes of room, then complete `ScopeMetrics.metrics` fields) as one
+/// `ResourceMetrics` field with one scope, without copying the metrics: the headers are
+/// written at the end of the room and what is before them is cut off.
+pub fn frame_resource_metrics(
+    mut out: Vec<u8>,
+    headroom: usize,
+    resource: &[u8],
+    scope: &[u8],
+    scope_schema_url: &str,
+    resource_schema_url: &str,
+) -> Vec<u8> {
+    let text = |field, s: &str| {
+        if s.is_empty() {
+            0
+        } else {
+            len_field_len(field, s.len())
+        }
+    };
+    let scope_metrics =
+        len_field_len(1, scope.len()) + (out.len() - headroom) + text(3, scope_schema_url);
+    let resource_metrics = len_field_len(1, resource.len())
+        + len_field_len(2, scope_metrics)
+        + text(3, resource_schema_url);
+    let mut head = Vec::with_capacity(headroom);
+    write_len_header(1, resource_metrics, &mut head);
+    write_len_field(1, resource, &mut head);
+    write_len_header(2, scope_metrics, &mut head);
+    write_len_field(1, scope, &mut head);
+    let start = headroom - head.len();
+    out[start..headroom].copy_from_slice(&head);
+    if !scope_schema_url.is_empty() {
+        write_len_field(3, scope_schema_url.as_bytes(), &mut out);
+    }
+    if !resource_schema_url.is_empty() {
+        write_len_field(3, resource_schema_url.as_bytes(), &mut out);
+    }
+    out.drain(..start);
+    out
+}

@@ -31,7 +31,7 @@ use crate::hash::{FxHashMap as HashMap, SeriesHasher};
 pub use crate::otlp::metrics_wire::Num;
 use crate::otlp::metrics_wire::{
     self as input, ATTRIBUTES, HistogramValues, Malformed, MetricHeader, NumberPoint, RawAttr,
-    write_histogram_point, write_number_point,
+    frame_resource_metrics, resource_headroom, write_histogram_point, write_number_point,
 };
 use crate::otlp::wire::{len_field_len, write_len_field, write_len_header, write_varint_field};
 use crate::seqmap::SeqMap;
@@ -1271,15 +1271,11 @@ struct GroupOut {
     out: Vec<u8>,
 }
 
-/// Room for a tag and a length of up to five bytes.
-const HEADER_MAX: usize = 6;
-
 impl GroupOut {
     fn new(first: &Stream) -> GroupOut {
         let resource = first.resource.encode_to_vec();
         let scope = first.scope.encode_to_vec();
-        let headroom =
-            2 * HEADER_MAX + len_field_len(1, resource.len()) + len_field_len(1, scope.len());
+        let headroom = resource_headroom(&resource, &scope);
         GroupOut {
             resource,
             scope,
@@ -1290,37 +1286,15 @@ impl GroupOut {
         }
     }
 
-    /// The `ResourceMetrics` field: its headers are written at the end of the headroom and
-    /// what is before them is cut off.
-    fn finish(mut self) -> Vec<u8> {
-        let text = |field, s: &str| {
-            if s.is_empty() {
-                0
-            } else {
-                len_field_len(field, s.len())
-            }
-        };
-        let metrics = self.out.len() - self.headroom;
-        let scope_metrics =
-            len_field_len(1, self.scope.len()) + metrics + text(3, &self.scope_schema_url);
-        let resource_metrics = len_field_len(1, self.resource.len())
-            + len_field_len(2, scope_metrics)
-            + text(3, &self.resource_schema_url);
-        let mut head = Vec::with_capacity(self.headroom);
-        write_len_header(1, resource_metrics, &mut head);
-        write_len_field(1, &self.resource, &mut head);
-        write_len_header(2, scope_metrics, &mut head);
-        write_len_field(1, &self.scope, &mut head);
-        let start = self.headroom - head.len();
-        self.out[start..self.headroom].copy_from_slice(&head);
-        if !self.scope_schema_url.is_empty() {
-            write_len_field(3, self.scope_schema_url.as_bytes(), &mut self.out);
-        }
-        if !self.resource_schema_url.is_empty() {
-            write_len_field(3, self.resource_schema_url.as_bytes(), &mut self.out);
-        }
-        self.out.drain(..start);
-        self.out
+    fn finish(self) -> Vec<u8> {
+        frame_resource_metrics(
+            self.out,
+            self.headroom,
+            &self.resource,
+            &self.scope,
+            &self.scope_schema_url,
+            &self.resource_schema_url,
+        )
     }
 }
 

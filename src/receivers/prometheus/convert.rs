@@ -65,9 +65,10 @@ pub struct Built {
     pub points: usize,
 }
 
-/// A converted scrape not yet framed as a request. It borrows nothing from the scraped body,
-/// so the caller frees the body before [`Converted::finish`] copies the points into the
-/// request: the body, the points and the request are never all held at once.
+/// A converted scrape whose request is not framed yet. It borrows nothing from the scraped
+/// body, so the caller frees the body before [`Converted::finish`] writes the headers (or, when
+/// a metric was reopened, rebuilds the request): the body and a second copy of the request are
+/// never held at once.
 pub struct Converted(Builder);
 
 impl Converted {

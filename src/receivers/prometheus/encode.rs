@@ -16,8 +16,8 @@ use super::convert::{Kind, ResKey, ResRef};
 use super::parser::Family;
 use crate::hash::{FxHashMap, SeriesHasher};
 use crate::otlp::metrics_wire::{
-    ATTRIBUTES, HistogramValues, Num, fixed64_if, varint_if, write_fixed64_if,
-    write_histogram_point, write_number_point, write_varint_if,
+    ATTRIBUTES, HistogramValues, Num, fixed64_if, frame_resource_metrics, resource_headroom,
+    varint_if, write_fixed64_if, write_histogram_point, write_number_point, write_varint_if,
 };
 use crate::otlp::string_kv;
 use crate::otlp::wire::{
@@ -91,9 +91,6 @@ pub struct Builder {
     spare: Vec<u8>,
 }
 
-/// Room for a tag and a length of up to five bytes.
-const HEADER_MAX: usize = 6;
-
 impl Builder {
     pub fn new(scheme: &str) -> Builder {
         Builder {
@@ -137,9 +134,7 @@ impl Builder {
             Some(r) => r,
             None => {
                 let resource = resource(res.0, res.1, &self.scheme).encode_to_vec();
-                let headroom = 2 * HEADER_MAX
-                    + len_field_len(1, resource.len())
-                    + len_field_len(1, self.scope.len());
+                let headroom = resource_headroom(&resource, &self.scope);
                 self.resources.push(ResourceBuild {
                     key: (res.0.to_string(), res.1.to_string()),
                     resource,
@@ -331,27 +326,15 @@ impl Builder {
             if rb.reopened {
                 rb.out = rebuilt(&rb);
             }
-            let headroom = rb.headroom;
-            let metrics = rb.out.len() - headroom;
-            if metrics == 0 {
+            if rb.out.len() == rb.headroom {
                 continue;
             }
-            let scope_metrics = len_field_len(1, self.scope.len()) + metrics;
-            let resource_metrics =
-                len_field_len(1, rb.resource.len()) + len_field_len(2, scope_metrics);
-            let mut head = Vec::with_capacity(headroom);
-            write_len_header(1, resource_metrics, &mut head);
-            write_len_field(1, &rb.resource, &mut head);
-            write_len_header(2, scope_metrics, &mut head);
-            write_len_field(1, &self.scope, &mut head);
-            // The headers go at the end of the headroom; what is before them is cut off.
-            let start = headroom - head.len();
-            rb.out[start..headroom].copy_from_slice(&head);
+            let framed =
+                frame_resource_metrics(rb.out, rb.headroom, &rb.resource, &self.scope, "", "");
             if request.is_empty() {
-                rb.out.drain(..start);
-                request = rb.out;
+                request = framed;
             } else {
-                request.extend_from_slice(&rb.out[start..]);
+                request.extend_from_slice(&framed);
             }
         }
         request
