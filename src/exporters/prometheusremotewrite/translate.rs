@@ -197,7 +197,7 @@ impl SeriesWriter {
                 .get_index(i as usize)
                 .map_or(&[][..], |c| &c.encoded[..]),
         };
-        // Each series' run of samples and the size of its `timeseries` field.
+        // Each series' run of samples and the size of its `TimeSeries` message.
         let mut runs: Vec<(usize, usize, usize)> = Vec::new();
         let mut at = 0;
         while at < self.samples.len() {
@@ -208,7 +208,7 @@ impl SeriesWriter {
                     .iter()
                     .map(|(_, ts, v)| len_field_len(2, sample_len(*ts, *v)))
                     .sum::<usize>();
-            runs.push((at, end, len_field_len(1, payload)));
+            runs.push((at, end, payload));
             at = end;
         }
         let mut requests = Vec::new();
@@ -216,21 +216,16 @@ impl SeriesWriter {
         let mut first = 0;
         while first < runs.len() {
             // As many series as fit in `max_bytes`, and at least one.
-            let mut total = runs[first].2;
+            let mut total = len_field_len(1, runs[first].2);
             let mut last = first + 1;
-            while last < runs.len() && total + runs[last].2 <= max_bytes {
-                total += runs[last].2;
+            while last < runs.len() && total + len_field_len(1, runs[last].2) <= max_bytes {
+                total += len_field_len(1, runs[last].2);
                 last += 1;
             }
             let mut body = SnappyWriter::new(total);
-            for &(start, end, _) in &runs[first..last] {
+            for &(start, end, payload) in &runs[first..last] {
                 let samples = &self.samples[start..end];
                 let labels = labels_of(samples[0].0);
-                let payload = labels.len()
-                    + samples
-                        .iter()
-                        .map(|(_, ts, v)| len_field_len(2, sample_len(*ts, *v)))
-                        .sum::<usize>();
                 field.clear();
                 write_len_header(1, payload, &mut field);
                 body.write(&field);

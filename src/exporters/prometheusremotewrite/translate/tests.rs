@@ -290,6 +290,14 @@ fn number(attrs: Vec<KeyValue>, ms: u64, v: f64, flags: u32) -> NumberDataPoint 
     }
 }
 
+fn gauge_metric(name: impl Into<String>, data_points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge { data_points })),
+        ..Default::default()
+    }
+}
+
 fn find<'a>(series: &'a [TimeSeries], name: &str, extra: &[(&str, &str)]) -> &'a TimeSeries {
     series
         .iter()
@@ -320,13 +328,10 @@ fn sums_gauges_job_instance_external_labels_and_target_info() {
             })),
             ..Default::default()
         },
-        Metric {
-            name: "queue.depth".into(),
-            data: Some(metric::Data::Gauge(Gauge {
-                data_points: vec![number(vec![kv("region", "eu")], 1500, 7.0, 1)],
-            })),
-            ..Default::default()
-        },
+        gauge_metric(
+            "queue.depth",
+            vec![number(vec![kv("region", "eu")], 1500, 7.0, 1)],
+        ),
     ];
     let settings = Settings {
         external_labels: [
@@ -386,13 +391,10 @@ fn sums_gauges_job_instance_external_labels_and_target_info() {
 
 #[test]
 fn colliding_labels_are_joined() {
-    let metrics = vec![Metric {
-        name: "g".into(),
-        data: Some(metric::Data::Gauge(Gauge {
-            data_points: vec![number(vec![kv("a.b", "1"), kv("a_b", "2")], 1000, 1.0, 0)],
-        })),
-        ..Default::default()
-    }];
+    let metrics = vec![gauge_metric(
+        "g",
+        vec![number(vec![kv("a.b", "1"), kv("a_b", "2")], 1000, 1.0, 0)],
+    )];
     let out = translate(&request(metrics), &Settings::default());
     find(&out.series, "g", &[("a_b", "1;2")]);
 }
@@ -460,13 +462,7 @@ fn summaries_become_quantiles() {
 #[test]
 fn requests_split_at_the_size_limit() {
     let metrics = (0..100)
-        .map(|i| Metric {
-            name: format!("metric_{i:04}"),
-            data: Some(metric::Data::Gauge(Gauge {
-                data_points: vec![number(vec![], 1, 1.0, 0)],
-            })),
-            ..Default::default()
-        })
+        .map(|i| gauge_metric(format!("metric_{i:04}"), vec![number(vec![], 1, 1.0, 0)]))
         .collect();
     let request = request(metrics);
     let settings = Settings::default();
@@ -483,21 +479,14 @@ fn requests_split_at_the_size_limit() {
 #[test]
 fn requests_larger_than_a_snappy_fragment_read_back_whole() {
     let metrics = (0..20)
-        .map(|m| Metric {
-            name: format!("requests_{m}"),
-            data: Some(metric::Data::Gauge(Gauge {
-                data_points: (0..400)
-                    .map(|i| {
-                        number(
-                            vec![kv("pod", &format!("pod-{i}-{}", i * 7919 % 1000))],
-                            5,
-                            i as f64,
-                            0,
-                        )
-                    })
-                    .collect(),
-            })),
-            ..Default::default()
+        .map(|m| {
+            let points = (0..400)
+                .map(|i| {
+                    let pod = format!("pod-{i}-{}", i * 7919 % 1000);
+                    number(vec![kv("pod", &pod)], 5, i as f64, 0)
+                })
+                .collect();
+            gauge_metric(format!("requests_{m}"), points)
         })
         .collect();
     let request = request(metrics);
