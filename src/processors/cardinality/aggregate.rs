@@ -345,7 +345,8 @@ pub struct Aggregator {
     // In insertion order, which is the order points arrive in (see `SeqMap`).
     outputs: SeqMap<u64, Output>,
     sources: SeqMap<Id, Source>,
-    pending: Vec<u64>,
+    /// (stream, id) of the outputs with data since the last flush.
+    pending: Vec<(u64, u64)>,
     next_id: u64,
     next_flush: Option<Instant>,
     next_sweep: Option<Instant>,
@@ -1027,10 +1028,7 @@ impl Aggregator {
             return None;
         }
         // Pending outputs by stream (streams in the order they were made), then by id.
-        let mut order: Vec<(u64, u64)> = std::mem::take(&mut self.pending)
-            .into_iter()
-            .filter_map(|id| self.outputs.get(&id).map(|o| (o.stream, id)))
-            .collect();
+        let mut order = std::mem::take(&mut self.pending);
         order.sort_unstable();
         let aggregation = self.settings.gauge_aggregation;
         let mut groups: Vec<GroupOut> = Vec::new();
@@ -1131,12 +1129,18 @@ impl Aggregator {
     }
 }
 
-fn mark_pending(output: &mut Output, id: u64, pending: &mut Vec<u64>, time: u64, now: Stamp) {
+fn mark_pending(
+    output: &mut Output,
+    id: u64,
+    pending: &mut Vec<(u64, u64)>,
+    time: u64,
+    now: Stamp,
+) {
     output.last_seen = now;
     output.latest = output.latest.max(time);
     if !output.pending {
         output.pending = true;
-        pending.push(id);
+        pending.push((output.stream, id));
     }
 }
 
