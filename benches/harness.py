@@ -401,6 +401,13 @@ def cpu_seconds(pid):
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
+def minor_faults(pid):
+    """Minor page faults of a live process so far (memory the kernel mapped in and cleared)."""
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    return int(s[s.rindex(")") + 2 :].split()[7])
+
+
 def status_kib(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -824,12 +831,13 @@ def run_config(name, a, procs, workdir):
             "wall times are unreliable, CPU-seconds less so")
     sink_cpu0 = cpu_seconds(sink.pid)
     cpu0 = cpu_seconds(col.pid)
+    faults0 = minor_faults(col.pid)
     lg_cmd = [
         a.sluice, "loadgen", "--signal", "traces", "--protocol", "grpc",
         "--endpoint", f"127.0.0.1:{grpc_port}", "--rate", str(a.rate), "--count", str(a.spans),
         "--batch", str(a.batch), "--attributes", "10", "--workers", str(a.workers),
         "--error-ratio", str(a.error_ratio), "--slow-ratio", str(a.slow_ratio),
-    ]
+    ] + (["--distinct", str(a.distinct)] if a.distinct else [])
     res["loadgen_command"] = " ".join(lg_cmd)
     lg_log = os.path.join(cdir, "loadgen.log")
     t_start = time.monotonic()
@@ -885,6 +893,7 @@ def run_config(name, a, procs, workdir):
     t_drained = time.monotonic()
     try:
         cpu1 = cpu_seconds(col.pid)
+        res["minor_faults"] = minor_faults(col.pid) - faults0
         res["peak_rss_mib"] = round(status_kib(col.pid, "VmHWM") / 1024, 1)
         res["rss_after_mib"] = round(status_kib(col.pid, "VmRSS") / 1024, 1)
         res["sink_cpu_s"] = round(cpu_seconds(sink.pid) - sink_cpu0, 3)
@@ -1029,6 +1038,9 @@ def main():
     p.add_argument("--spans", type=int, default=2_000_000, help="spans per configuration")
     p.add_argument("--batch", type=int, default=512, help="spans per loadgen request")
     p.add_argument("--workers", type=int, default=4, help="loadgen workers (one request in flight each)")
+    p.add_argument("--distinct", type=int, default=0,
+                   help="requests each loadgen worker generates up front and cycles through "
+                        "(0 = a new request each time, costing the generator ~1 core)")
     p.add_argument("--rate", type=float, default=0, help="loadgen spans/s over all workers; 0 = as fast as possible")
     p.add_argument("--error-ratio", type=float, default=0.0, help="fraction of traces with an error span")
     p.add_argument("--slow-ratio", type=float, default=0.0, help="fraction of traces lasting 2 s")
@@ -1069,7 +1081,7 @@ def main():
             "python": sys.version.split()[0],
         },
         "params": {
-            "spans": a.spans, "batch": a.batch, "workers": a.workers, "attributes": 10,
+            "spans": a.spans, "batch": a.batch, "workers": a.workers, "distinct": a.distinct, "attributes": 10,
             "rate": a.rate, "error_ratio": a.error_ratio, "slow_ratio": a.slow_ratio,
             "collector_batch": "8192 spans / 200ms", "idle_s": a.idle, "configs": configs,
             "sink": a.sink,

@@ -45,6 +45,9 @@ OPTIONS:
     --error-ratio F                fraction of traces with an error span (default 0)
     --slow-ratio F                 fraction of traces lasting 2 s instead of ~50 ms (default 0)
     --workers N                    concurrent senders (default 1)
+    --distinct N                   each worker generates N requests up front and sends them in
+                                   turn, so a benchmark's sender costs little; 0 = a new
+                                   request each time (default 0)
     --compression none|gzip|zstd   request compression (default none)
     --service NAME                 service.name (default loadgen)";
 
@@ -62,6 +65,8 @@ pub struct Options {
     pub error_ratio: f64,
     pub slow_ratio: f64,
     pub workers: usize,
+    /// Requests each worker generates up front and cycles through (0: a new one each time).
+    pub distinct: usize,
     pub compression: Compression,
     pub service: String,
 }
@@ -81,6 +86,7 @@ impl Default for Options {
             error_ratio: 0.0,
             slow_ratio: 0.0,
             workers: 1,
+            distinct: 0,
             compression: Compression::None,
             service: "loadgen".into(),
         }
@@ -134,6 +140,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--error-ratio" => o.error_ratio = num(&value)?,
             "--slow-ratio" => o.slow_ratio = num(&value)?,
             "--workers" => o.workers = int(&value)?.max(1) as usize,
+            "--distinct" => o.distinct = int(&value)? as usize,
             "--compression" => {
                 o.compression = match value.as_str() {
                     "none" => Compression::None,
@@ -287,6 +294,10 @@ async fn worker(index: u64, shared: Arc<Shared>, started: Instant) {
             return;
         }
     };
+    let prepared: Vec<Bytes> = (0..o.distinct)
+        .map(|_| Bytes::from(generate(o, o.batch, &mut rng)))
+        .collect();
+    let mut turn = 0;
     let mut next = Instant::now();
     loop {
         if o.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -306,7 +317,12 @@ async fn worker(index: u64, shared: Arc<Shared>, started: Instant) {
             }
             None => o.batch,
         };
-        let payload = Bytes::from(generate(o, items, &mut rng));
+        let payload = if items == o.batch && !prepared.is_empty() {
+            turn += 1;
+            prepared[turn % prepared.len()].clone()
+        } else {
+            Bytes::from(generate(o, items, &mut rng))
+        };
         let outcome = sender.send(o.signal, payload).await;
         let ok = outcome == "ok";
         if ok {
@@ -664,5 +680,24 @@ pub fn generate(o: &Options, items: usize, rng: &mut impl Rng) -> Vec<u8> {
             }
             .encode_to_vec()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn distinct_defaults_to_a_new_request_each_time() {
+        let o = parse_args(&args(&["--count", "10"])).unwrap();
+        assert_eq!(o.distinct, 0);
+        let o = parse_args(&args(&["--count", "10", "--distinct", "16"])).unwrap();
+        assert_eq!(o.distinct, 16);
+        let e = parse_args(&args(&["--distinct", "many"])).unwrap_err();
+        assert!(e.contains("--distinct"), "{e}");
     }
 }
