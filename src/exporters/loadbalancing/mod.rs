@@ -606,8 +606,8 @@ impl Router {
         }
         let down = self.index_down();
         let ring = &self.ring;
-        let parts = match split_traces(&batch, self.routing, &self.pool, |key| {
-            ring.owner(key, |m| down[m]).unwrap_or(0)
+        let parts = match split_traces(&batch, self.routing, &self.pool, ring::hash, |h| {
+            ring.owner_of_hash(h, |m| down[m]).unwrap_or(0)
         }) {
             Ok(parts) => parts,
             Err(e) => {

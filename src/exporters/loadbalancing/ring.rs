@@ -6,12 +6,26 @@
 /// Points per backend: enough that three backends get shares within a few percent.
 pub const VNODES: u32 = 256;
 
-/// FNV-1a followed by a 64-bit finalizer (splitmix64), so nearby keys spread.
+/// A key's position on the circle: the key read 8 bytes at a time (little-endian, the last
+/// word zero-padded, the length folded in first), each word folded in with a multiply and a
+/// rotation, then a 64-bit finalizer (splitmix64) so nearby keys spread. Two multiplies and the
+/// finalizer for a trace id, where byte-at-a-time FNV-1a took sixteen dependent multiplies:
+/// every trace of every batch is looked up here.
 pub fn hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(last))
+            .wrapping_mul(K)
+            .rotate_left(29);
     }
     mix(h)
 }
@@ -28,6 +42,11 @@ pub struct Ring {
     members: Vec<String>,
     /// (position, member index), sorted by position.
     points: Vec<(u64, u32)>,
+    /// For each of the circle's `1 << index_bits` equal slices, the first point at or after
+    /// the slice's start: a lookup scans from there (a fraction of a point on average)
+    /// instead of searching all the points.
+    index: Vec<u32>,
+    index_bits: u32,
 }
 
 impl Ring {
@@ -45,7 +64,20 @@ impl Ring {
         // Ties (vanishingly rare) are broken by member order so every agent builds the same ring.
         points.sort_unstable();
         points.dedup_by_key(|p| p.0);
-        Ring { members, points }
+        // About four slices per point, at most 65,536 (256 KiB).
+        let index_bits = (points.len().max(1).next_power_of_two().trailing_zeros() + 2).min(16);
+        let index = (0..1u64 << index_bits)
+            .map(|slice| {
+                let start = slice << (64 - index_bits);
+                points.partition_point(|p| p.0 < start) as u32
+            })
+            .collect();
+        Ring {
+            members,
+            points,
+            index,
+            index_bits,
+        }
     }
 
     pub fn members(&self) -> &[String] {
@@ -66,7 +98,11 @@ impl Ring {
         if self.points.is_empty() {
             return None;
         }
-        let start = self.points.partition_point(|p| p.0 < h) % self.points.len();
+        let mut start = self.index[(h >> (64 - self.index_bits)) as usize] as usize;
+        while start < self.points.len() && self.points[start].0 < h {
+            start += 1;
+        }
+        let start = start % self.points.len();
         let first = self.points[start].1 as usize;
         if !down(first) {
             return Some(first);
@@ -104,6 +140,36 @@ mod tests {
         keys.iter()
             .map(|k| ring.members()[ring.owner(k, |_| false).unwrap()].clone())
             .collect()
+    }
+
+    #[test]
+    fn the_index_finds_the_same_point_as_a_search() {
+        for n in [1, 3, 17, 300] {
+            let ring = Ring::new(&names(n));
+            let searched = |h: u64| {
+                let i = ring.points.partition_point(|p| p.0 < h) % ring.points.len();
+                ring.points[i].1 as usize
+            };
+            let mut probes: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 63];
+            for p in &ring.points {
+                probes.extend([p.0, p.0.wrapping_sub(1), p.0.wrapping_add(1)]);
+            }
+            probes.extend((0..10_000u64).map(mix));
+            for h in probes {
+                assert_eq!(
+                    ring.owner_of_hash(h, |_| false),
+                    Some(searched(h)),
+                    "{h:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keys_of_any_length_hash_apart() {
+        let keys: Vec<&[u8]> = vec![b"", b"a", b"a\0", b"checkout", b"checkout\0", b"12345678"];
+        let hashes: std::collections::HashSet<u64> = keys.iter().map(|k| hash(k)).collect();
+        assert_eq!(hashes.len(), keys.len());
     }
 
     #[test]

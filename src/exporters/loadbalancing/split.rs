@@ -106,8 +106,11 @@ struct Scope {
 }
 
 /// Consecutive spans of one scope going to one owner: where their fields (tags and lengths
-/// included) are, and how many spans they hold.
+/// included) are, and how many spans they hold. The walk records runs of one key (its hash);
+/// owners are looked up after it, and adjacent runs of one owner joined.
+#[derive(Clone, Copy)]
 struct Run {
+    key: u64,
     owner: u32,
     scope: u32,
     chunk: u32,
@@ -124,14 +127,19 @@ struct Out {
     scope: usize,
 }
 
-/// Splits `batch` into one batch per owning backend; `owner(key)` names the backend index.
-/// Every part carries the original's acknowledgements (`Batch::derive`); parts' buffers are
-/// taken from `pool` and returned to it when dropped.
+/// Splits `batch` into one batch per owning backend: `hash(key)` places a routing key and
+/// `owner(hash)` names the backend index. Every part carries the original's acknowledgements
+/// (`Batch::derive`); parts' buffers are taken from `pool` and returned to it when dropped.
+///
+/// The owners of all of a batch's keys are looked up together after the walk rather than
+/// one by one during it: the walk streams the batch through the cache and evicts the ring, so
+/// each lookup waited on memory in turn; looked up in one loop, the loads overlap.
 pub fn split_traces(
     batch: &Batch,
     by: RoutingKey,
     pool: &Arc<BufPool>,
-    mut owner: impl FnMut(&[u8]) -> usize,
+    hash: impl Fn(&[u8]) -> u64,
+    mut owner: impl FnMut(u64) -> usize,
 ) -> Result<Vec<(usize, Batch)>, WireError> {
     let mut resources: Vec<Vec<u8>> = Vec::new();
     let mut scopes: Vec<Scope> = Vec::new();
@@ -141,12 +149,16 @@ pub fn split_traces(
             chunk,
             ci as u32,
             by,
-            &mut owner,
+            &hash,
             &mut resources,
             &mut scopes,
             &mut runs,
         )?;
     }
+    for r in runs.iter_mut() {
+        r.owner = owner(r.key) as u32;
+    }
+    join_runs(&mut runs);
     let Some(first) = runs.first().map(|r| r.owner) else {
         return Ok(Vec::new());
     };
@@ -235,18 +247,41 @@ fn header(field: u32, len: usize, out: &mut Vec<u8>) {
     encode_varint(len as u64, out);
 }
 
-/// Walks one encoded request, recording every span's owner in runs.
+/// Joins adjacent runs of one owner, scope and chunk whose bytes follow each other.
+fn join_runs(runs: &mut Vec<Run>) {
+    let mut kept = 0;
+    for i in 0..runs.len() {
+        let r = runs[i];
+        if kept > 0 {
+            let p = &mut runs[kept - 1];
+            if p.owner == r.owner
+                && p.scope == r.scope
+                && p.chunk == r.chunk
+                && p.start + p.len == r.start
+            {
+                p.len += r.len;
+                p.spans += r.spans;
+                continue;
+            }
+        }
+        runs[kept] = r;
+        kept += 1;
+    }
+    runs.truncate(kept);
+}
+
+/// Walks one encoded request, recording every span's routing key (hashed) in runs.
 fn walk(
     chunk: &[u8],
     ci: u32,
     by: RoutingKey,
-    owner: &mut impl FnMut(&[u8]) -> usize,
+    hash: &impl Fn(&[u8]) -> u64,
     resources: &mut Vec<Vec<u8>>,
     scopes: &mut Vec<Scope>,
     runs: &mut Vec<Run>,
 ) -> Result<(), WireError> {
-    // The last trace id looked up and its owner: a trace's spans usually come together.
-    let mut last: Option<(&[u8], usize)> = None;
+    // The last trace id hashed and its hash: a trace's spans usually come together.
+    let mut last: Option<(&[u8], u64)> = None;
     let mut touched = 0;
     for rs in wire::fields(chunk) {
         let rs = rs?;
@@ -260,13 +295,13 @@ fn walk(
                 resource.extend_from_slice(&chunk[f.range()]);
             }
         }
-        let service_owner = match by {
+        let service_key = match by {
             RoutingKey::Service => {
                 let r = view::resource_of(&resource)?;
                 let name = view::resource_attribute(r, "service.name")?
                     .map(|v| v.str())
                     .unwrap_or_default();
-                Some(owner(name))
+                Some(hash(name))
             }
             RoutingKey::TraceId => None,
         };
@@ -300,31 +335,32 @@ fn walk(
                     touched += 64;
                 }
                 let raw = span.expect_len()?;
-                let o = match service_owner {
-                    Some(o) => o,
+                let key = match service_key {
+                    Some(k) => k,
                     None => {
                         let id = trace_id(raw)?;
                         match last {
-                            Some((k, o)) if same_key(k, id) => o,
+                            Some((k, h)) if same_key(k, id) => h,
                             _ => {
-                                let o = owner(id);
-                                last = Some((id, o));
-                                o
+                                let h = hash(id);
+                                last = Some((id, h));
+                                h
                             }
                         }
                     }
-                } as u32;
+                };
                 let (start, end) = (span.start as u32, span.end as u32);
                 if runs.len() > first_run {
                     let run = runs.last_mut().expect("a run of this scope");
-                    if run.owner == o && run.start + run.len == start {
+                    if run.key == key && run.start + run.len == start {
                         run.len = end - run.start;
                         run.spans += 1;
                         continue;
                     }
                 }
                 runs.push(Run {
-                    owner: o,
+                    key,
+                    owner: 0,
                     scope: si as u32,
                     chunk: ci,
                     start,
@@ -472,13 +508,99 @@ mod tests {
         out
     }
 
+    /// Splits with `owner(key)` as the key's hash, so each key's owner is what the test says.
+    fn split(
+        b: &Batch,
+        by: RoutingKey,
+        pool: &Arc<BufPool>,
+        owner: impl Fn(&[u8]) -> usize,
+    ) -> Result<Vec<(usize, Batch)>, WireError> {
+        split_traces(b, by, pool, |k| owner(k) as u64, |h| h as usize)
+    }
+
+    #[test]
+    fn owners_are_found_from_key_hashes_and_runs_of_one_owner_joined() {
+        // Every trace its own hash; owners by the hash's parity, so adjacent traces of one
+        // owner are separate runs until joined.
+        let b = batch(&request());
+        let parts = split_traces(
+            &b,
+            RoutingKey::TraceId,
+            &pool(),
+            |k| u64::from(k[0]) * 10,
+            |h| usize::from(h % 20 == 10),
+        )
+        .unwrap();
+        let traces = by_trace(&parts);
+        assert_eq!(traces.len(), 5);
+        for (trace, spans) in &traces {
+            assert!(spans.iter().all(|s| s.0 == usize::from(trace % 2 == 1)));
+        }
+        assert_eq!(parts.iter().map(|p| p.1.items).sum::<usize>(), 8);
+        let mut runs = vec![
+            Run {
+                key: 1,
+                owner: 0,
+                scope: 0,
+                chunk: 0,
+                start: 0,
+                len: 5,
+                spans: 1,
+            },
+            Run {
+                key: 2,
+                owner: 0,
+                scope: 0,
+                chunk: 0,
+                start: 5,
+                len: 5,
+                spans: 2,
+            },
+            Run {
+                key: 3,
+                owner: 1,
+                scope: 0,
+                chunk: 0,
+                start: 10,
+                len: 5,
+                spans: 1,
+            },
+            Run {
+                key: 4,
+                owner: 1,
+                scope: 1,
+                chunk: 0,
+                start: 15,
+                len: 5,
+                spans: 1,
+            },
+            Run {
+                key: 5,
+                owner: 1,
+                scope: 1,
+                chunk: 0,
+                start: 21,
+                len: 5,
+                spans: 1,
+            },
+        ];
+        join_runs(&mut runs);
+        let joined: Vec<_> = runs
+            .iter()
+            .map(|r| (r.owner, r.start, r.len, r.spans))
+            .collect();
+        assert_eq!(
+            joined,
+            [(0, 0, 10, 3), (1, 10, 5, 1), (1, 15, 5, 1), (1, 21, 5, 1)]
+        );
+    }
+
     #[test]
     fn splits_by_trace_id_keeping_envelopes_and_acks() {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut b = batch(&request());
         b.acks.push(Ack::new(move |ok| tx.send(ok).unwrap()));
-        let parts =
-            split_traces(&b, RoutingKey::TraceId, &pool(), |k| (k[0] % 3) as usize).unwrap();
+        let parts = split(&b, RoutingKey::TraceId, &pool(), |k| (k[0] % 3) as usize).unwrap();
         assert!(parts.len() > 1);
         assert_eq!(parts.iter().map(|p| p.1.items).sum::<usize>(), 8);
         let traces = by_trace(&parts);
@@ -502,7 +624,7 @@ mod tests {
     #[test]
     fn one_owner_passes_the_batch_through() {
         let b = batch(&request());
-        let parts = split_traces(&b, RoutingKey::TraceId, &pool(), |_| 4).unwrap();
+        let parts = split(&b, RoutingKey::TraceId, &pool(), |_| 4).unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].0, 4);
         assert_eq!(parts[0].1.chunks[0], b.chunks[0]);
@@ -511,8 +633,7 @@ mod tests {
     #[test]
     fn splits_by_service() {
         let b = batch(&request());
-        let parts =
-            split_traces(&b, RoutingKey::Service, &pool(), |k| usize::from(k == b"b")).unwrap();
+        let parts = split(&b, RoutingKey::Service, &pool(), |k| usize::from(k == b"b")).unwrap();
         let traces = by_trace(&parts);
         for spans in traces.values() {
             for s in spans {
@@ -526,11 +647,10 @@ mod tests {
     fn multi_chunk_batches_and_malformed_input() {
         let mut b = batch(&request());
         b.append(batch(&request()));
-        let parts =
-            split_traces(&b, RoutingKey::TraceId, &pool(), |k| (k[0] % 2) as usize).unwrap();
+        let parts = split(&b, RoutingKey::TraceId, &pool(), |k| (k[0] % 2) as usize).unwrap();
         assert_eq!(parts.iter().map(|p| p.1.items).sum::<usize>(), 16);
         let bad = Batch::new(crate::otlp::Signal::Traces, vec![0x0a, 0x05, 1].into(), 1);
-        assert!(split_traces(&bad, RoutingKey::TraceId, &pool(), |_| 0).is_err());
+        assert!(split(&bad, RoutingKey::TraceId, &pool(), |_| 0).is_err());
     }
 
     #[test]
@@ -547,7 +667,7 @@ mod tests {
             b.append(batch(&one(1)));
         }
         let owner = |k: &[u8]| usize::from(k[0] % 2 == 1);
-        let parts = split_traces(&b, RoutingKey::TraceId, &pool(), owner).unwrap();
+        let parts = split(&b, RoutingKey::TraceId, &pool(), owner).unwrap();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts.iter().map(|p| p.1.items).sum::<usize>(), 4 + 8 + 600);
         let traces = by_trace(&parts);
@@ -560,7 +680,7 @@ mod tests {
         // Chunks of one owner throughout: passed as they are.
         let mut b = batch(&one(2));
         b.append(batch(&one(4)));
-        let parts = split_traces(&b, RoutingKey::TraceId, &pool(), owner).unwrap();
+        let parts = split(&b, RoutingKey::TraceId, &pool(), owner).unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].1.chunks, b.chunks);
     }
@@ -570,14 +690,14 @@ mod tests {
         let pool = pool();
         let b = batch(&request());
         let owner = |k: &[u8]| (k[0] % 3) as usize;
-        let first = split_traces(&b, RoutingKey::TraceId, &pool, owner).unwrap();
+        let first = split(&b, RoutingKey::TraceId, &pool, owner).unwrap();
         let expected = by_trace(&first);
         let n = first.len();
         assert_eq!(pool.len(), 0);
         drop(first);
         assert_eq!(pool.len(), n);
         // Written again into the returned buffers: the same parts.
-        let again = split_traces(&b, RoutingKey::TraceId, &pool, owner).unwrap();
+        let again = split(&b, RoutingKey::TraceId, &pool, owner).unwrap();
         assert_eq!(pool.len(), 0);
         assert_eq!(by_trace(&again), expected);
         drop(again);
@@ -597,8 +717,7 @@ mod tests {
         req.resource_spans[0].scope_spans[1].spans[0].trace_id = vec![1; 16];
         req.resource_spans[0].scope_spans[1].spans[1].trace_id = vec![1; 16];
         let b = batch(&req);
-        let parts =
-            split_traces(&b, RoutingKey::TraceId, &pool(), |k| usize::from(k[0] == 1)).unwrap();
+        let parts = split(&b, RoutingKey::TraceId, &pool(), |k| usize::from(k[0] == 1)).unwrap();
         let traces = by_trace(&parts);
         assert_eq!(traces[&1].len(), 4);
         assert!(traces[&1].iter().all(|s| s.0 == 1));
