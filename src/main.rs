@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sluice::config::Config;
+use sluice::config::{Config, ReceiverConfig};
 use sluice::pipeline::Service;
 use sluice::telemetry::{Registry, logging};
 
@@ -82,6 +82,7 @@ fn run(args: &[String]) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    tune_malloc_for(&config);
     logging::init(
         &config.service.telemetry.log_level,
         config.service.telemetry.log_json,
@@ -186,12 +187,6 @@ fn log_summary(registry: &Registry) {
 /// 57 MiB peak RSS at 4 MiB, 56.7 -> 51.3-51.6 MiB at 256 KiB once the scrape and `cardinality`
 /// wrote each request once (BENCHMARKS.md). Unless `MALLOC_MMAP_THRESHOLD_` says otherwise.
 ///
-/// A fixed mmap threshold also fixes the trim threshold at 128 KiB (glibc otherwise raises it
-/// with the other): every freed batch then shrinks the heap and the next one faults its pages
-/// in again, 20,000-60,000 page faults per million spans through the OTLP path. 8 MiB (two
-/// 8192-span batches) keeps them mapped: about 2,000 faults, plain passthrough 0.46 -> 0.40
-/// CPU-s per million spans, routing 0.60 -> 0.51 (BENCHMARKS.md). Unless
-/// `MALLOC_TRIM_THRESHOLD_` says otherwise.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -208,11 +203,29 @@ fn tune_malloc() {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
         }
     }
+}
+
+/// A fixed mmap threshold also fixes glibc's trim threshold at 128 KiB (glibc otherwise raises
+/// it with the other): with OTLP receivers every freed batch then shrinks the heap and the next
+/// one faults its pages in again, 20,000-60,000 page faults per million spans. 8 MiB (two
+/// 8192-span batches) keeps them mapped: about 2,000 faults, plain passthrough 0.46 -> 0.40
+/// CPU-s per million spans, routing 0.60 -> 0.51. A scrape every few seconds is better served
+/// by returning memory between phases: 8 MiB there cost 1-1.5 MiB of peak RSS on the 51k-series
+/// scrape (BENCHMARKS.md). So the threshold is raised only when an `otlp` receiver is
+/// configured, unless `MALLOC_TRIM_THRESHOLD_` says otherwise. The trim threshold is read at
+/// each `free`, so setting it after the configuration is loaded takes effect.
+fn tune_malloc_for(config: &Config) {
+    let streams = config
+        .receivers
+        .iter()
+        .any(|r| matches!(r.config, ReceiverConfig::Otlp(_)));
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
-        // SAFETY: as above.
+    if streams && std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter.
         unsafe {
             libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
         }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = streams;
 }
