@@ -7,10 +7,10 @@
 //! backend is passed on as it is.
 //!
 //! Every span passes through here, so the walk is kept lean: consecutive spans of one trace
-//! (as SDKs and the batch processor usually leave them) are looked up on the ring once,
-//! consecutive spans of one owner in one scope are recorded (and later copied) as one run of
-//! their original bytes, tags and lengths included, and all owners' requests are written in
-//! one pass over the runs. The parts' buffers come from a small `BufPool` and go back to it
+//! (as SDKs and the batch processor usually leave them) are hashed once, the runs' owners
+//! are looked up on the ring together after the walk, consecutive spans of one owner in one
+//! scope are copied as one run of their original bytes, tags and lengths included, and all
+//! owners' requests are written in one pass over the runs. The parts' buffers come from a small `BufPool` and go back to it
 //! when the part has been sent, so the next split writes into memory already mapped rather
 //! than into fresh pages the kernel has to fault in and clear.
 
