@@ -88,12 +88,15 @@ impl Ring {
         self.members.is_empty()
     }
 
-    /// The member owning `key`, skipping members for which `down(index)` holds (the next
-    /// member clockwise takes their keys). If every member is down, the owner ignoring that.
-    pub fn owner(&self, key: &[u8], down: impl Fn(usize) -> bool) -> Option<usize> {
+    /// The member owning `key` (the split hashes keys itself and calls `owner_of_hash`).
+    #[cfg(test)]
+    fn owner(&self, key: &[u8], down: impl Fn(usize) -> bool) -> Option<usize> {
         self.owner_of_hash(hash(key), down)
     }
 
+    /// The member owning a key of hash `h`, skipping members for which `down(index)` holds
+    /// (the next member clockwise takes their keys). If every member is down, the owner
+    /// ignoring that.
     pub fn owner_of_hash(&self, h: u64, down: impl Fn(usize) -> bool) -> Option<usize> {
         if self.points.is_empty() {
             return None;
