@@ -186,7 +186,6 @@ fn log_summary(registry: &Registry) {
 /// (grown in place, returned when freed): on the 51k-series scrape with `cardinality`, 61 ->
 /// 57 MiB peak RSS at 4 MiB, 56.7 -> 51.3-51.6 MiB at 256 KiB once the scrape and `cardinality`
 /// wrote each request once (BENCHMARKS.md). Unless `MALLOC_MMAP_THRESHOLD_` says otherwise.
-///
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {

@@ -402,7 +402,8 @@ pub fn resource_headroom(resource: &[u8], scope: &[u8]) -> usize {
 
 /// Frames `out` (`headroom` bytes of room, then complete `ScopeMetrics.metrics` fields) as one
 /// `ResourceMetrics` field with one scope, without copying the metrics: the headers are
-/// written at the end of the room and what is before them is cut off.
+/// written at the end of the room. Returns `out` and where the field starts in it; hand both
+/// to [`append_resource_metrics`].
 pub fn frame_resource_metrics(
     mut out: Vec<u8>,
     headroom: usize,
@@ -410,7 +411,7 @@ pub fn frame_resource_metrics(
     scope: &[u8],
     scope_schema_url: &str,
     resource_schema_url: &str,
-) -> Vec<u8> {
+) -> (Vec<u8>, usize) {
     let text = |field, s: &str| {
         if s.is_empty() {
             0
@@ -436,6 +437,16 @@ pub fn frame_resource_metrics(
     if !resource_schema_url.is_empty() {
         write_len_field(3, resource_schema_url.as_bytes(), &mut out);
     }
-    out.drain(..start);
-    out
+    (out, start)
+}
+
+/// Adds a framed `ResourceMetrics` field to a request: the first one's buffer becomes the
+/// request (the unused room before the field cut off), later ones are copied after it.
+pub fn append_resource_metrics(request: &mut Vec<u8>, (mut out, start): (Vec<u8>, usize)) {
+    if request.is_empty() {
+        out.drain(..start);
+        *request = out;
+    } else {
+        request.extend_from_slice(&out[start..]);
+    }
 }

@@ -31,7 +31,8 @@ use crate::hash::{FxHashMap as HashMap, SeriesHasher};
 pub use crate::otlp::metrics_wire::Num;
 use crate::otlp::metrics_wire::{
     self as input, ATTRIBUTES, HistogramValues, Malformed, MetricHeader, NumberPoint, RawAttr,
-    frame_resource_metrics, resource_headroom, write_histogram_point, write_number_point,
+    append_resource_metrics, frame_resource_metrics, resource_headroom, write_histogram_point,
+    write_number_point,
 };
 use crate::otlp::wire::{len_field_len, write_len_field, write_len_header, write_varint_field};
 use crate::seqmap::SeqMap;
@@ -1054,15 +1055,11 @@ impl Aggregator {
             write_metric(stream, &points, &mut groups[slot].out);
         }
         drop(points);
-        let mut request: Option<Vec<u8>> = None;
+        let mut request = Vec::new();
         for group in groups {
-            let framed = group.finish();
-            match &mut request {
-                None => request = Some(framed),
-                Some(r) => r.extend_from_slice(&framed),
-            }
+            append_resource_metrics(&mut request, group.finish());
         }
-        request
+        (!request.is_empty()).then_some(request)
     }
 
     fn maybe_sweep(&mut self, rules: &mut impl LabelRules, now: Instant) {
@@ -1290,7 +1287,7 @@ impl GroupOut {
         }
     }
 
-    fn finish(self) -> Vec<u8> {
+    fn finish(self) -> (Vec<u8>, usize) {
         frame_resource_metrics(
             self.out,
             self.headroom,

@@ -16,8 +16,9 @@ use super::convert::{Kind, ResKey, ResRef};
 use super::parser::Family;
 use crate::hash::{FxHashMap, SeriesHasher};
 use crate::otlp::metrics_wire::{
-    ATTRIBUTES, HistogramValues, Num, fixed64_if, frame_resource_metrics, resource_headroom,
-    varint_if, write_fixed64_if, write_histogram_point, write_number_point, write_varint_if,
+    ATTRIBUTES, HistogramValues, Num, append_resource_metrics, fixed64_if, frame_resource_metrics,
+    resource_headroom, varint_if, write_fixed64_if, write_histogram_point, write_number_point,
+    write_varint_if,
 };
 use crate::otlp::string_kv;
 use crate::otlp::wire::{
@@ -331,11 +332,7 @@ impl Builder {
             }
             let framed =
                 frame_resource_metrics(rb.out, rb.headroom, &rb.resource, &self.scope, "", "");
-            if request.is_empty() {
-                request = framed;
-            } else {
-                request.extend_from_slice(&framed);
-            }
+            append_resource_metrics(&mut request, framed);
         }
         request
     }
